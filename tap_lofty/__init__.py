@@ -1,0 +1,1 @@
+"""tap-lofty: a Singer tap for the Lofty real-estate CRM."""

@@ -1,0 +1,285 @@
+"""The HTTP client every Lofty request goes through: auth, pacing, retries and errors.
+
+One ``LoftyClient`` serves the whole run and is safe to share between threads. For
+each request it takes a slot from the shared :class:`~tap_lofty.ratelimit.RequestBudget`,
+sends it with the credential in the ``Authorization`` header, and then:
+
+- 2xx with valid JSON: returns the parsed body (integers stay exact Python ints);
+- 429: waits for the rate-limit window to reset and tries again, up to
+  ``max_rate_limit_wait`` seconds in total;
+- 5xx, timeouts, dropped connections, a 2xx whose body is not valid JSON: retries
+  with exponential backoff and jitter, up to ``max_retries`` times;
+- 401, 403, 400 and other 4xx: raises :class:`LoftyAPIError` at once, with one
+  paragraph naming the endpoint, Lofty's code and message, and what to do.
+
+No message or log line carries the credential: requests are logged by path only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from tap_lofty.ratelimit import RequestBudget
+
+LOGGER = logging.getLogger("tap_lofty")
+
+#: Lofty's business code for "the lead does not exist" (or is outside your team).
+LEAD_NOT_EXIST = 20006
+#: Lofty's business code for "your app lacks the scope for this endpoint" (HTTP 403).
+NO_PERMISSION = 200100
+#: Lofty answers an API key sent as a Bearer token with HTTP 400 and this code.
+USER_IN_TOKEN_NOT_EXIST = 200058
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+
+
+class LoftyError(Exception):
+    """A failure the user has to act on; ``str()`` is one paragraph saying what to do."""
+
+
+class LoftyAPIError(LoftyError):
+    """Lofty answered with an error that retrying will not fix."""
+
+    def __init__(
+        self, message: str, *, status: int, endpoint: str, code: Any = None, detail: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+        self.code = code
+        self.detail = detail
+
+
+class LeadNotFoundError(LoftyAPIError):
+    """404 with code 20006: the lead was deleted (or left the team) after it was listed."""
+
+
+@dataclass
+class ClientStats:
+    """Counters for progress lines and the end-of-run summary."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    rate_limit_wait_s: float = 0.0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+def auth_header(*, api_key: str | None, access_token: str | None) -> str:
+    """Return the ``Authorization`` value for Lofty's two credential kinds.
+
+    API keys go as ``token <key>`` (lower-case, per Lofty's docs) and OAuth access
+    tokens as ``Bearer <token>``; sending a key as Bearer gets a 400 from Lofty.
+    """
+    if api_key:
+        return f"token {api_key}"
+    if access_token:
+        return f"Bearer {access_token}"
+    msg = "Set either api_key or access_token."
+    raise LoftyError(msg)
+
+
+class LoftyClient:
+    """Sends GET requests to Lofty under the shared request budget, with retries."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        authorization: str,
+        budget: RequestBudget,
+        timeout_s: float = 60.0,
+        user_agent: str = "tap-lofty",
+        max_retries: int = 8,
+        max_rate_limit_wait_s: float = 600.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Create a client for ``api_url``; ``authorization`` is the full header value."""
+        self.api_url = api_url.rstrip("/")
+        self._headers = {
+            "Authorization": authorization,
+            "Accept": "application/json",
+            # Lofty answers some GETs with 415 when this is missing.
+            "Content-Type": "application/json",
+            "User-Agent": user_agent,
+        }
+        self.budget = budget
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.max_rate_limit_wait_s = max_rate_limit_wait_s
+        self._sleep = sleep
+        self._local = threading.local()
+        self._stats_lock = threading.Lock()
+        self.stats = ClientStats()
+
+    def get(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """GET ``path`` and return its JSON object, retrying what can be retried."""
+        endpoint = f"GET {path}"
+        attempt = 0
+        rate_limit_waited = 0.0
+        while True:
+            self.budget.acquire()
+            try:
+                response = self._session().get(
+                    self.api_url + path,
+                    params=params,
+                    headers=self._headers,
+                    timeout=self.timeout_s,
+                )
+                body_bytes = response.content  # a dropped connection raises here
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                reason = f"{type(exc).__name__} (no complete response)"
+            else:
+                self._count(response.status_code)
+                self.budget.observe(response.headers)
+                status = response.status_code
+                if status == 429:
+                    wait = self.budget.wait_for_reset(response.headers)
+                    rate_limit_waited += wait
+                    self._note_rate_limit(wait)
+                    if rate_limit_waited > self.max_rate_limit_wait_s:
+                        raise LoftyError(_rate_limit_message(endpoint, rate_limit_waited))
+                    LOGGER.info(
+                        "%s: 429 Too Many Requests; waiting %.1f s for Lofty's rate-limit "
+                        "window to reset.",
+                        endpoint,
+                        wait,
+                    )
+                    continue  # the wait happens in budget.acquire()
+                if 200 <= status < 300:
+                    try:
+                        body = json.loads(body_bytes)
+                    except ValueError:
+                        reason = f"HTTP {status} with a body that is not valid JSON"
+                    else:
+                        if isinstance(body, dict):
+                            return body
+                        raise LoftyError(
+                            f"{endpoint} returned HTTP {status} with a JSON "
+                            f"{type(body).__name__} where Lofty documents an object. The "
+                            "API has changed or api_url points at something else; check "
+                            "api_url."
+                        )
+                elif status >= 500:
+                    reason = f"HTTP {status}"
+                else:
+                    raise _client_error(endpoint, response, params)
+            attempt += 1
+            if attempt > self.max_retries:
+                raise LoftyError(
+                    f"{endpoint} failed {attempt} times in a row (last: {reason}). Lofty "
+                    "or the network is having trouble; the run stopped rather than skip "
+                    "data. Run again later (the last STATE lets the next run resume), or "
+                    "raise max_retries."
+                )
+            wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+            wait = random.uniform(wait / 2, wait)  # noqa: S311 - jitter, not crypto
+            with self._stats_lock:
+                self.stats.retries += 1
+            LOGGER.warning(
+                "%s: %s; retry %d of %d in %.1f s.",
+                endpoint,
+                reason,
+                attempt,
+                self.max_retries,
+                wait,
+            )
+            self._sleep(wait)
+
+    def _session(self) -> requests.Session:
+        # requests.Session is not documented as thread-safe: one per worker thread.
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+        return session
+
+    def _count(self, status: int) -> None:
+        with self._stats_lock:
+            self.stats.requests += 1
+            self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+
+    def _note_rate_limit(self, wait: float) -> None:
+        with self._stats_lock:
+            self.stats.rate_limited += 1
+            self.stats.rate_limit_wait_s += wait
+
+
+def _rate_limit_message(endpoint: str, waited: float) -> str:
+    return (
+        f"{endpoint}: Lofty kept answering 429 Too Many Requests; the tap waited "
+        f"{waited:.0f} s in total for its rate-limit window and gave up (setting "
+        "max_rate_limit_wait). Another client probably shares this app's request budget: "
+        "lower requests_per_minute so the tap paces itself below Lofty's limit, or raise "
+        "max_rate_limit_wait."
+    )
+
+
+def _error_body(response: requests.Response) -> tuple[Any, str]:
+    """Lofty's ``{code, message}`` error body; also copes with a bare string or nothing."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip()
+        return None, text[:200]
+    if isinstance(body, dict):
+        return body.get("code"), str(body.get("message", "") or "")
+    return None, str(body)[:200]
+
+
+def _client_error(
+    endpoint: str, response: requests.Response, params: Mapping[str, Any]
+) -> LoftyAPIError:
+    status = response.status_code
+    code, message = _error_body(response)
+    said = f"HTTP {status}" + (f", Lofty code {code}" if code is not None else "")
+    said += f": {message!r}" if message else " with no message"
+    if status == 401:
+        advice = (
+            "The credential was refused. Check api_key (sent as 'Authorization: token "
+            "<key>') or access_token (sent as 'Authorization: Bearer <token>'): it may be "
+            "mistyped, expired or revoked."
+        )
+    elif status == 403 and str(code) == str(NO_PERMISSION):
+        advice = (
+            "The credential is valid but the Lofty app lacks the scope for this endpoint. "
+            "Grant it in the Lofty Developer Portal, or deselect the stream that needs it."
+        )
+    elif status == 403:
+        advice = "The credential is valid but has no permission for this data."
+    elif status == 400 and str(code) == str(USER_IN_TOKEN_NOT_EXIST):
+        advice = (
+            "Lofty could not match the credential to a user. An API key must be given as "
+            "api_key, not as access_token."
+        )
+    elif status == 400:
+        sent = ", ".join(f"{k}={v}" for k, v in params.items() if k != "scrollId")
+        advice = (
+            f"Lofty rejected a request parameter (sent: {sent or 'none'}). Check "
+            "leads_page_size (1..100) and calls_page_size (1..1000)."
+        )
+    elif status == 404 and str(code) == str(LEAD_NOT_EXIST):
+        return LeadNotFoundError(
+            f"{endpoint}: {said}.", status=status, endpoint=endpoint, code=code, detail=message
+        )
+    elif status == 404:
+        advice = "Check api_url: it should be Lofty's API root, e.g. https://api.lofty.com."
+    else:
+        advice = "This is unexpected; please report it with this message."
+    return LoftyAPIError(
+        f"{endpoint} failed with {said}. {advice}",
+        status=status,
+        endpoint=endpoint,
+        code=code,
+        detail=message,
+    )

@@ -1,0 +1,143 @@
+"""How the tap walks Lofty's two kinds of pages, and the checks that keep it honest.
+
+Leads use scroll pagination (``scrollId``); a lead's call history uses an id cursor
+(``currentId``). Lofty documents neither end signal, so the rules below accept every
+plausible reading and raise :class:`PaginationError` when the API breaks an
+assumption the tap relies on, instead of silently skipping data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tap_lofty.client import LoftyClient, LoftyError
+
+LOGGER = logging.getLogger("tap_lofty")
+
+LEADS_PATH = "/v1.0/leads"
+CALLS_PATH = "/v1.0/communication/call"
+#: Lofty's docs name the metadata key ``get_metadata``; live responses use ``_metadata``.
+METADATA_KEYS = ("_metadata", "get_metadata")
+#: Leads are listed oldest first, so that "leads created before T" is a finished prefix.
+LEADS_SORT = {"sort": "CreateTime", "desc": "false"}
+
+
+class PaginationError(LoftyError):
+    """The API broke an assumption the tap needs to page without losing data."""
+
+
+def to_id(value: Any, what: str) -> int:
+    """Return a Lofty id as an exact int; accepts ints and digit strings, never floats."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise PaginationError(
+        f"Lofty sent {what} as {value!r} ({type(value).__name__}); the tap expects a 64-bit "
+        "integer id and stopped rather than guess. Please report this response."
+    )
+
+
+@dataclass
+class LeadsPage:
+    """One page of the leads listing."""
+
+    leads: list[dict[str, Any]]
+    total: int | None
+
+
+def scroll_leads(client: LoftyClient, page_size: int) -> Iterator[LeadsPage]:
+    """Yield pages of leads, oldest first, until Lofty's scroll ends.
+
+    The scroll ends at an empty ``leads`` page or a response without a ``scrollId``.
+    The same params are resent with every ``scrollId`` since Lofty does not say
+    whether a scroll remembers them. A lead seen twice is dropped; a page holding only
+    leads already seen means the scroll is not advancing, which is an error.
+    """
+    seen: set[int] = set()
+    params: dict[str, Any] = {"limit": page_size, **LEADS_SORT}
+    while True:
+        body = client.get(LEADS_PATH, params)
+        leads = body.get("leads")
+        if leads is None:
+            leads = []
+        if not isinstance(leads, list):
+            raise PaginationError(
+                f"GET {LEADS_PATH} returned 'leads' as {type(leads).__name__}, not a list."
+            )
+        metadata = next((body[k] for k in METADATA_KEYS if isinstance(body.get(k), dict)), {})
+        fresh = []
+        for lead in leads:
+            lead_id = to_id(lead.get("leadId"), "leadId")
+            if lead_id in seen:
+                continue
+            seen.add(lead_id)
+            lead["leadId"] = lead_id
+            fresh.append(lead)
+        if leads and not fresh:
+            raise PaginationError(
+                f"GET {LEADS_PATH}: a whole page repeated leads already listed, so the "
+                "scroll is not advancing; the tap stopped rather than loop. Please report it."
+            )
+        if fresh:
+            total = metadata.get("total")
+            yield LeadsPage(fresh, total if isinstance(total, int) else None)
+        scroll_id = metadata.get("scrollId")
+        if not leads or not scroll_id:
+            return
+        params = {"limit": page_size, **LEADS_SORT, "scrollId": scroll_id}
+
+
+def walk_calls(
+    client: LoftyClient, lead_id: int, after_id: int, page_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """Yield a lead's calls with ids above ``after_id``, ascending, each exactly once.
+
+    Cursor mode throughout: ``currentId`` is the last id returned (``after_id``, at
+    least 1, for the first page), so the tap depends neither on what ``currentId=0``
+    means nor on the order of offset mode. Lofty does not say whether the cursor is
+    exclusive or inclusive; both work, because a returned id equal to the cursor is
+    dropped. A page shorter than ``limit`` is the last one. Raises
+    :class:`PaginationError` if ids are not ascending or a full page does not move
+    the cursor.
+    """
+    cursor = max(after_id, 1)
+    while True:
+        body = client.get(CALLS_PATH, {"leadId": lead_id, "limit": page_size, "currentId": cursor})
+        calls = body.get("calls")
+        if calls is None:
+            calls = []
+        if not isinstance(calls, list):
+            raise PaginationError(
+                f"GET {CALLS_PATH} for leadId {lead_id} returned 'calls' as "
+                f"{type(calls).__name__}, not a list."
+            )
+        fresh: list[dict[str, Any]] = []
+        previous = cursor
+        for position, call in enumerate(calls):
+            call_id = to_id(call.get("id"), "a call id")
+            if call_id == cursor and position == 0:
+                continue  # an inclusive cursor repeats its own row
+            if call_id <= previous:
+                raise PaginationError(
+                    f"GET {CALLS_PATH} for leadId {lead_id} with currentId={cursor} returned "
+                    f"call id {call_id} after {previous}. The tap relies on ids ascending "
+                    "from the cursor and stopped rather than skip calls. Please report it."
+                )
+            call["id"] = call_id
+            fresh.append(call)
+            previous = call_id
+        if fresh:
+            yield fresh
+        if len(calls) < page_size:
+            return
+        if not fresh:
+            raise PaginationError(
+                f"GET {CALLS_PATH} for leadId {lead_id}: a full page at currentId={cursor} "
+                "brought no new call, so the cursor cannot advance. With an inclusive "
+                "cursor this happens when calls_page_size is 1; use 2 or more."
+            )
+        cursor = previous

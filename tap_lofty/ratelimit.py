@@ -1,0 +1,149 @@
+"""The one request budget that every Lofty request of a run draws on.
+
+Lofty limits each app to a fixed number of requests per 60 s window and reports the
+window in ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``.
+The budget is proactive (never send more than the configured number per window) and
+reactive (the server's ``Remaining`` can only lower what is left, and a 429 waits for
+the reset). It is shared by all streams and all worker threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+#: Lofty resets its rate-limit window every 60 s.
+WINDOW_S = 60.0
+#: Added to every wait for a reset, so a request never lands just before it.
+RESET_MARGIN_S = 1.0
+
+
+def seconds_until_reset(raw: str | None, *, now: float, window_s: float = WINDOW_S) -> float | None:
+    """Read ``X-RateLimit-Reset`` defensively and return seconds to wait, or None.
+
+    Lofty documents UTC epoch seconds, but its own example shows ``21000``, so the value
+    may also be epoch milliseconds, milliseconds to wait or seconds to wait. Whatever
+    it is, the result is capped at one window plus a margin: no single wait can
+    exceed that, since the window is fixed at 60 s.
+    """
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    if value < 0:
+        return None
+    if value >= 1e12:  # epoch milliseconds
+        wait = value / 1000.0 - now
+    elif value >= 1e9:  # epoch seconds, as documented
+        wait = value - now
+    elif value > window_s + RESET_MARGIN_S:  # e.g. 21000: milliseconds to wait
+        wait = value / 1000.0
+    else:  # seconds to wait
+        wait = value
+    return min(max(wait, 0.0), window_s + RESET_MARGIN_S)
+
+
+class RequestBudget:
+    """A fixed-window request budget, safe to share between threads.
+
+    ``acquire()`` is called before every request attempt (retries included), so the
+    requests sent never exceed ``requests_per_window`` in any window the tap sees.
+    ``observe()`` is called with every response's headers.
+    """
+
+    def __init__(
+        self,
+        requests_per_window: int,
+        window_s: float = WINDOW_S,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """Create a budget of ``requests_per_window`` requests every ``window_s`` s."""
+        if requests_per_window < 1:
+            msg = "requests_per_window must be at least 1"
+            raise ValueError(msg)
+        self.limit = requests_per_window
+        self.window_s = window_s
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._window_start: float | None = None
+        self._window_end = 0.0
+        self._remaining = requests_per_window
+        self.requests_sent = 0
+        self.wait_s = 0.0
+        self.longest_wait_s = 0.0
+
+    def acquire(self) -> float:
+        """Block until one more request may be sent; return the seconds waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                if self._window_start is None or now >= self._window_end:
+                    self._window_start = now
+                    self._window_end = now + self.window_s
+                    self._remaining = self.limit
+                if self._remaining > 0:
+                    self._remaining -= 1
+                    self.requests_sent += 1
+                    self._record_wait(waited)
+                    return waited
+                pause = self._window_end - now
+            # Sleep outside the lock so other threads can observe() meanwhile.
+            self._sleep(pause)
+            waited += pause
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Lower the budget to what the server says is left in its window.
+
+        The server's count can only lower ours: a larger ``Remaining`` (say, from a
+        server whose window just reset) never lets the tap exceed its own setting.
+        """
+        remaining = _int_header(headers.get("X-RateLimit-Remaining"))
+        if remaining is None:
+            return
+        with self._lock:
+            now = self._clock()
+            if remaining < self._remaining:
+                self._remaining = max(remaining, 0)
+            if self._remaining == 0:
+                # Wait for the server's reset, not just ours, when it is later.
+                reset_in = seconds_until_reset(
+                    headers.get("X-RateLimit-Reset"), now=now, window_s=self.window_s
+                )
+                if reset_in is not None:
+                    self._window_end = max(self._window_end, now + reset_in + RESET_MARGIN_S)
+
+    def wait_for_reset(self, headers: Mapping[str, str]) -> float:
+        """After a 429: empty the budget until the server's window resets; return the wait.
+
+        The wait itself happens in the next ``acquire()``, so every thread pauses.
+        """
+        with self._lock:
+            now = self._clock()
+            reset_in = seconds_until_reset(
+                headers.get("X-RateLimit-Reset"), now=now, window_s=self.window_s
+            )
+            if reset_in is None:  # no usable header: wait out one full window
+                reset_in = self.window_s
+            self._remaining = 0
+            self._window_end = max(self._window_end, now + reset_in + RESET_MARGIN_S)
+            return self._window_end - now
+
+    def _record_wait(self, waited: float) -> None:
+        self.wait_s += waited
+        self.longest_wait_s = max(self.longest_wait_s, waited)
+
+
+def _int_header(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(float(raw.strip()))
+    except ValueError:
+        return None

@@ -1,0 +1,224 @@
+"""The two streams: ``leads`` and its child ``calls``."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from importlib import resources
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from singer_sdk import Stream
+from singer_sdk.helpers.types import Context, Record
+from typing_extensions import override
+
+from tap_lofty.client import LeadNotFoundError, LoftyError
+from tap_lofty.pagination import scroll_leads, to_id, walk_calls
+from tap_lofty.prefetch import OrderedPrefetcher
+from tap_lofty.state import CallsBookmark
+from tap_lofty.timefmt import TimeFormatError, to_rfc3339
+
+if TYPE_CHECKING:
+    from tap_lofty.tap import TapLofty
+
+SCHEMAS = resources.files("tap_lofty") / "schemas"
+
+#: A lead Lofty no longer has when its calls are fetched.
+GONE = None
+
+
+class LoftyStream(Stream):
+    """A stream whose schema is ``schemas/<name>.json`` and whose data comes from Lofty."""
+
+    id_fields: ClassVar[tuple[str, ...]] = ()
+    time_fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, tap: TapLofty) -> None:
+        """Create the stream for ``tap``, loading its JSON schema file."""
+        schema = json.loads((SCHEMAS / f"{self.name}.json").read_text(encoding="utf-8"))
+        super().__init__(tap, schema=schema)
+        self.tap: TapLofty = tap
+
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        """Make ids exact ints and times RFC 3339 UTC; fail clearly on anything else."""
+        for field in self.id_fields:
+            value = row.get(field)
+            if value is not None:
+                row[field] = to_id(value, f"{self.name}.{field}")
+        try:
+            for field in self.time_fields:
+                if field in row:
+                    row[field] = to_rfc3339(row[field], field)
+        except TimeFormatError as exc:
+            key = self.primary_keys[0]
+            msg = (
+                f"{self.name} record {key}={row.get(key)}: {exc}. The tap stopped rather "
+                "than load a wrong time; please report this value."
+            )
+            raise LoftyError(msg) from exc
+        return row
+
+
+class LeadsStream(LoftyStream):
+    """Every lead of the account, from ``GET /v1.0/leads`` (scroll pagination)."""
+
+    name = "leads"
+    primary_keys: ClassVar[tuple[str, ...]] = ("leadId",)
+    replication_key = None
+    id_fields = ("leadId", "leadUserId", "stageId", "assignedUserId", "lenderUserId", "teamId")
+    time_fields = ("createTime", "assignTime", "lastUpdateTime", "lastTouch", "lastVisit")
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
+        """Yield leads oldest first, keeping the next leads' call fetches in flight."""
+        calls = self.tap.calls_stream
+        progress = self.tap.progress
+        ahead: deque[dict[str, Any]] = deque()
+        for page in scroll_leads(self.tap.client, self.config["leads_page_size"]):
+            if page.total is not None:
+                progress.leads_total = page.total
+            for lead in page.leads:
+                calls.schedule(lead)
+                ahead.append(lead)
+                while len(ahead) > calls.lookahead:
+                    yield ahead.popleft()
+        while ahead:
+            yield ahead.popleft()
+        calls.finish_run()
+
+    @override
+    def generate_child_contexts(
+        self, record: Record, context: Context | None
+    ) -> Iterable[Context | None]:
+        """Hand ``{"leadId": ...}`` to ``calls``, except for leads a resumed run has done."""
+        if self.tap.calls_stream.is_scheduled(record["leadId"]):
+            yield {"leadId": record["leadId"]}
+
+
+class CallsStream(LoftyStream):
+    """Each lead's call history, from ``GET /v1.0/communication/call`` (``currentId`` cursor).
+
+    Incremental on ``id`` with one bookmark for the whole account (see
+    :mod:`tap_lofty.state`), not one per lead.
+    """
+
+    name = "calls"
+    parent_stream_type = LeadsStream
+    primary_keys: ClassVar[tuple[str, ...]] = ("id",)
+    replication_key = "id"
+    # One flat bookmark: the SDK's default of one partition per lead makes STATE grow
+    # with the account and every STATE message quadratic in the number of leads.
+    state_partitioning_keys: ClassVar[tuple[str, ...]] = ()
+    id_fields = ("id", "leadId", "dialerCallRecordId", "userId", "agentId")
+    time_fields = ("startTime", "endTime", "createTime", "updateTime")
+    #: Shortest gap between two STATE messages written after a lead; at most this
+    #: much progress is lost if the run is killed.
+    STATE_INTERVAL_S = 1.0
+
+    def __init__(self, tap: TapLofty) -> None:
+        """Create the stream; the run's bookmark and fetch pool start with the sync."""
+        super().__init__(tap)
+        self._bookmark: CallsBookmark | None = None
+        self._prefetcher: OrderedPrefetcher[list[dict[str, Any]] | None] | None = None
+        self._scheduled: dict[int, dict[str, Any]] = {}
+        self._last_state_write = 0.0
+        self.lookahead = 0
+
+    @property
+    def bookmark(self) -> CallsBookmark:
+        """This run's bookmark, created from the incoming STATE on first use."""
+        if self._bookmark is None:
+            self._bookmark = CallsBookmark(self.stream_state)
+        return self._bookmark
+
+    def schedule(self, lead: dict[str, Any]) -> None:
+        """Plan (and start fetching) this lead's calls unless this run need not read them."""
+        if not (self.selected or self.has_selected_descendents):
+            return
+        if not self.bookmark.should_sync_lead(lead):
+            return
+        lead_id = lead["leadId"]
+        self._scheduled[lead_id] = lead
+        if self._prefetcher is None:
+            self._prefetcher = OrderedPrefetcher(self._fetch_lead, self.config["max_concurrency"])
+            self.lookahead = self._prefetcher.lookahead
+        self._prefetcher.submit(lead_id)
+
+    def is_scheduled(self, lead_id: int) -> bool:
+        """Whether :meth:`schedule` planned a call fetch for this lead."""
+        return lead_id in self._scheduled
+
+    def finish_run(self) -> None:
+        """Every lead was listed and read: promote the bookmark and log the summary."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
+        if self.selected:
+            self.bookmark.finish()
+            self._force_state_message()
+        self.logger.info(self.tap.progress.summary())
+
+    def _fetch_lead(self, lead_id: int) -> list[dict[str, Any]] | None:
+        """All calls of one lead above the bookmark, or ``GONE``; runs on a worker thread."""
+        calls: list[dict[str, Any]] = []
+        try:
+            for page in walk_calls(
+                self.tap.client,
+                lead_id,
+                self.bookmark.start_after or 1,
+                self.config["calls_page_size"],
+            ):
+                calls.extend(page)
+        except LeadNotFoundError:
+            return GONE
+        return calls
+
+    @override
+    def get_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        """Yield one lead's new calls, ascending by id, then mark the lead done."""
+        if context is None:
+            msg = "calls is a child of leads and needs a leadId context"
+            raise LoftyError(msg)
+        lead_id = context["leadId"]
+        lead = self._scheduled.pop(lead_id)
+        assert self._prefetcher is not None  # noqa: S101 - set by schedule()
+        calls = self._prefetcher.take(lead_id)
+        if calls is GONE:
+            self.logger.warning(
+                "Lead %s was listed but Lofty answered 404 LEAD_NOT_EXIST for its calls "
+                "(deleted meanwhile); skipped.",
+                lead_id,
+            )
+            self.tap.progress.lead_skipped(lead_id)
+            calls = []
+        bookmark = self.bookmark
+        for call in calls:
+            call.setdefault("leadId", lead_id)
+            bookmark.observe_call(call)
+            yield call
+        bookmark.lead_done(lead)
+        self.tap.progress.lead_finished(len(calls))
+        if time.monotonic() - self._last_state_write >= self.STATE_INTERVAL_S:
+            self.state_manager.is_flushed = False
+
+    @override
+    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
+        # The bookmark is advanced by CallsBookmark (cut-off rule), not by the SDK's
+        # "highest value seen", which could skip calls created during the run.
+        return
+
+    @override
+    def _write_state_message(self) -> None:
+        # The SDK writes STATE after every child context, i.e. after every lead; at
+        # most one every STATE_INTERVAL_S keeps STATE output small on big accounts.
+        if time.monotonic() - self._last_state_write < self.STATE_INTERVAL_S:
+            return
+        super()._write_state_message()
+        self._last_state_write = time.monotonic()
+
+    def _force_state_message(self) -> None:
+        self.state_manager.is_flushed = False
+        self._last_state_write = 0.0
+        self._write_state_message()
