@@ -183,7 +183,7 @@ class LoftyClient:
                     "raise max_retries."
                 )
             wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-            wait = random.uniform(wait / 2, wait)  # noqa: S311 - jitter, not crypto
+            wait = random.uniform(wait / 2, wait)
             with self._stats_lock:
                 self.stats.retries += 1
             LOGGER.warning(

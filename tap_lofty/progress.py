@@ -51,30 +51,30 @@ class Progress:
         """Count a lead that vanished between the listing and its call fetch."""
         self.leads_skipped.append(lead_id)
 
-    def line(self, now: float | None = None) -> str:
-        """Where the run stands, in one line."""
+    def line(self, now: float | None = None, *, eta: bool = True) -> str:
+        """Return where the run stands, in one line."""
         elapsed = max((now if now is not None else self._clock()) - self._started, 1e-9)
         rpm = self._stats.requests / elapsed * 60
         total = self.leads_total
         done = f"{self.leads_done:,}" + (f"/{total:,}" if total else "")
-        eta = ""
-        if total and self.leads_done:
+        until_done = ""
+        if eta and total and self.leads_done:
             remaining = max(total - self.leads_done, 0) * elapsed / self.leads_done
-            eta = f", ETA {_duration(remaining)}"
+            until_done = f", ETA {_duration(remaining)}"
         return (
             f"leads {done}, calls {self.calls:,}, requests {self._stats.requests:,} "
             f"({rpm:,.0f}/min), rate-limit wait {self._budget.wait_s:,.1f} s, "
-            f"retries {self._stats.retries}, elapsed {_duration(elapsed)}{eta}"
+            f"retries {self._stats.retries}, elapsed {_duration(elapsed)}{until_done}"
         )
 
     def summary(self) -> str:
-        """The end-of-run line, including leads skipped because Lofty no longer had them."""
+        """Return the end-of-run line, including leads skipped because Lofty no longer had them."""
         skipped = ""
         if self.leads_skipped:
             shown = ", ".join(str(i) for i in self.leads_skipped[:10])
             more = "..." if len(self.leads_skipped) > 10 else ""
             skipped = f"; {len(self.leads_skipped)} lead(s) gone before their calls: {shown}{more}"
-        return f"Sync finished: {self.line()}, 429s {self._stats.rate_limited}{skipped}"
+        return f"Sync finished: {self.line(eta=False)}, 429s {self._stats.rate_limited}{skipped}"
 
 
 def _duration(seconds: float) -> str:

@@ -131,8 +131,9 @@ class RequestBudget:
             )
             if reset_in is None:  # no usable header: wait out one full window
                 reset_in = self.window_s
+            # The server's window is the one that counts: realign ours to its reset.
             self._remaining = 0
-            self._window_end = max(self._window_end, now + reset_in + RESET_MARGIN_S)
+            self._window_end = now + reset_in + RESET_MARGIN_S
             return self._window_end - now
 
     def _record_wait(self, waited: float) -> None:

@@ -8,12 +8,16 @@ from functools import cached_property
 from importlib.metadata import version
 from typing import Any
 
+import click
 from singer_sdk import Stream, Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._classproperty import classproperty
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
+from singer_sdk.plugin_base import _ConfigInput
+from singer_sdk.singerlib import Message, RecordMessage
+from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 from tap_lofty.client import LoftyClient, LoftyError, auth_header
@@ -26,11 +30,25 @@ LOGGER = logging.getLogger("tap_lofty")
 VERSION = version("tap-lofty")
 
 
+class LoftyMessageWriter(MsgSpecWriter):
+    """The SDK's msgspec writer, flushing stdout at each STATE instead of each RECORD.
+
+    Output order is unchanged; a run killed at any moment has flushed everything up
+    to its last STATE, which is all a rerun needs. Saves a system call per record.
+    """
+
+    @override
+    def write_message(self, message: Message) -> None:
+        sys.stdout.buffer.write(self.format_message(message))
+        if not isinstance(message, RecordMessage):
+            sys.stdout.flush()
+
+
 class TapLofty(Tap):
     """Singer tap for the Lofty CRM: leads and the call history of each lead."""
 
     name = "tap-lofty"
-    message_writer_class = MsgSpecWriter
+    message_writer_class = LoftyMessageWriter
 
     config_jsonschema = th.PropertiesList(
         th.Property(
@@ -137,7 +155,7 @@ class TapLofty(Tap):
     @override
     @classproperty
     def capabilities(self) -> list[CapabilitiesEnum]:
-        """What the tap supports; not BATCH, since calls come one lead at a time."""
+        """Declare what the tap supports: not BATCH, since calls come one lead at a time."""
         return [
             TapCapabilities.CATALOG,
             TapCapabilities.STATE,
@@ -180,7 +198,7 @@ class TapLofty(Tap):
     def calls_stream(self) -> CallsStream:
         """The ``calls`` stream of this tap."""
         stream = self.streams["calls"]
-        assert isinstance(stream, CallsStream)  # noqa: S101
+        assert isinstance(stream, CallsStream)
         return stream
 
     @override
@@ -199,19 +217,28 @@ class TapLofty(Tap):
             )
         return errors
 
-    @override
-    def run_connection_test(self) -> bool:
+    def check_connection(self) -> str:
         """Check the credential with one leads request and one calls request."""
         body = self.client.get(LEADS_PATH, {"limit": 1})
         leads = body.get("leads") or []
-        scope = "no lead to test the calls endpoint with"
-        if leads:
-            self.client.get(
-                CALLS_PATH, {"leadId": to_id(leads[0].get("leadId"), "leadId"), "limit": 1}
-            )
-            scope = "the calls endpoint answers too"
-        LOGGER.info("Connection test passed: %s accepted the credential; %s.", self.config["api_url"], scope)
-        return True
+        if not leads:
+            return "the leads endpoint answered; no lead to try the calls endpoint with"
+        lead_id = to_id(leads[0].get("leadId"), "leadId")
+        self.client.get(CALLS_PATH, {"leadId": lead_id, "limit": 1})
+        return "both the leads and the calls endpoints answered"
+
+    @override
+    @classmethod
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """``--test``: say in one line whether the credentials work (exit 1 if not)."""
+        if value != CliTestOptionValue.All.value:
+            super().cb_test(ctx, param, value)
+            return
+        config: _ConfigInput = ctx.params.get("config", _ConfigInput())
+        tap = cls(config=config.config, parse_env_config=config.parse_env, validate_config=True)
+        outcome = tap.check_connection()  # raises LoftyError with the reason
+        LOGGER.info("Connection test passed: %s accepted the credential; %s.", tap.config["api_url"], outcome)
+        ctx.exit()
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -220,5 +247,5 @@ def main(argv: list[str] | None = None) -> Any:
         return TapLofty.cli(args=argv)
     except LoftyError as exc:
         # Known failures are explained by their message; a traceback adds only noise.
-        print(f"tap-lofty: error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"tap-lofty: error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -1,0 +1,244 @@
+"""Unit tests of the parts that need no server: budget, reset parsing, paging rules, times."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from tap_lofty.pagination import PaginationError, scroll_leads, to_id, walk_calls
+from tap_lofty.ratelimit import RESET_MARGIN_S, RequestBudget, seconds_until_reset
+from tap_lofty.state import CallsBookmark, StateError
+from tap_lofty.timefmt import TimeFormatError, parse_lofty_time, to_rfc3339
+
+NOW = 1_790_000_000.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = NOW
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (str(int(NOW) + 30), 30.0),  # epoch seconds, as documented
+        (str(int(NOW * 1000) + 12_000), 12.0),  # epoch milliseconds
+        ("21000", 21.0),  # Lofty's own example: milliseconds to wait
+        ("7", 7.0),  # seconds to wait
+        (str(int(NOW) + 3600), 60.0 + RESET_MARGIN_S),  # capped at one window
+        (str(int(NOW) - 50), 0.0),  # already past
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_reset_header_is_read_defensively(raw, expected):
+    assert seconds_until_reset(raw, now=NOW) == expected
+
+
+def test_budget_never_exceeds_its_window_and_waits_for_reset():
+    clock = FakeClock()
+    budget = RequestBudget(3, 60.0, clock=clock.time, sleep=clock.sleep)
+    sent = []
+    for _ in range(7):
+        budget.acquire()
+        sent.append(clock.now)
+    assert sent == [NOW] * 3 + [NOW + 60] * 3 + [NOW + 120]
+    assert budget.requests_sent == 7
+    assert budget.longest_wait_s == 60.0
+
+
+def test_server_remaining_only_lowers_the_budget():
+    clock = FakeClock()
+    budget = RequestBudget(10, 60.0, clock=clock.time, sleep=clock.sleep)
+    budget.acquire()
+    budget.observe({"X-RateLimit-Remaining": "500"})  # never raises our own limit
+    for _ in range(9):
+        budget.acquire()
+    assert clock.sleeps == []
+    budget.acquire()
+    assert clock.sleeps == [60.0]
+
+    # The server is out of requests and resets later than our own window would.
+    budget.observe({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(clock.now) + 90)})
+    budget.acquire()
+    assert clock.sleeps[-1] == pytest.approx(60 + 2 * RESET_MARGIN_S)  # capped, plus margin
+
+
+def test_429_empties_the_budget_until_the_servers_reset():
+    clock = FakeClock()
+    budget = RequestBudget(100, 60.0, clock=clock.time, sleep=clock.sleep)
+    budget.acquire()
+    wait = budget.wait_for_reset({"X-RateLimit-Reset": str(int(NOW) + 5)})
+    assert wait == pytest.approx(5 + RESET_MARGIN_S)
+    budget.acquire()
+    assert clock.sleeps == [pytest.approx(5 + RESET_MARGIN_S)]
+
+
+class FakeClient:
+    """Answers GETs from a list of canned bodies, recording the params sent."""
+
+    def __init__(self, bodies: list[dict[str, Any]]) -> None:
+        self.bodies = list(bodies)
+        self.sent: list[dict[str, Any]] = []
+
+    def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(dict(params))
+        return self.bodies.pop(0)
+
+
+def calls(*ids: int) -> dict[str, Any]:
+    return {"calls": [{"id": i} for i in ids]}
+
+
+def test_cursor_walk_exclusive_reading():
+    client = FakeClient([calls(5, 6, 7), calls(8, 9, 10), calls(11)])
+    pages = list(walk_calls(client, 42, 1, 3))  # type: ignore[arg-type]
+    assert [[c["id"] for c in page] for page in pages] == [[5, 6, 7], [8, 9, 10], [11]]
+    assert [p["currentId"] for p in client.sent] == [1, 7, 10]
+
+
+def test_cursor_walk_inclusive_reading_drops_the_repeated_row():
+    client = FakeClient([calls(5, 6, 7), calls(7, 8, 9), calls(9, 10)])
+    ids = [c["id"] for page in walk_calls(client, 42, 1, 3) for c in page]  # type: ignore[arg-type]
+    assert ids == [5, 6, 7, 8, 9, 10]
+
+
+def test_cursor_walk_stops_on_ids_not_ascending():
+    client = FakeClient([calls(5, 9, 7)])
+    with pytest.raises(PaginationError, match="returned call id 7 after 9"):
+        list(walk_calls(client, 42, 1, 3))  # type: ignore[arg-type]
+
+
+def test_cursor_walk_stops_on_ids_below_the_cursor():
+    client = FakeClient([calls(3, 4)])
+    with pytest.raises(PaginationError, match="currentId=10 returned call id 3"):
+        list(walk_calls(client, 42, 10, 3))  # type: ignore[arg-type]
+
+
+def test_cursor_walk_stops_when_the_cursor_does_not_advance():
+    client = FakeClient([calls(5, 6), calls(6, 6)])
+    with pytest.raises(PaginationError):
+        list(walk_calls(client, 42, 1, 2))  # type: ignore[arg-type]
+
+
+def test_call_id_sent_as_a_string_is_exact_and_float_is_refused():
+    client = FakeClient([{"calls": [{"id": "9007199254740993"}]}])
+    (page,) = walk_calls(client, 1, 1, 10)  # type: ignore[arg-type]
+    assert page[0]["id"] == 9007199254740993
+    with pytest.raises(PaginationError, match="expects a 64-bit integer id"):
+        to_id(9.007199254740993e15, "a call id")
+
+
+def test_scroll_ends_on_missing_scroll_id_and_accepts_get_metadata():
+    client = FakeClient(
+        [
+            {"get_metadata": {"total": 3, "scrollId": "a"}, "leads": [{"leadId": 1}, {"leadId": 2}]},
+            {"get_metadata": {"total": 3}, "leads": [{"leadId": 3}]},
+        ]
+    )
+    pages = list(scroll_leads(client, 2))  # type: ignore[arg-type]
+    assert [[lead["leadId"] for lead in p.leads] for p in pages] == [[1, 2], [3]]
+    assert pages[0].total == 3
+    assert client.sent[1]["scrollId"] == "a"
+
+
+def test_scroll_dedupes_and_refuses_a_stuck_scroll():
+    client = FakeClient(
+        [
+            {"_metadata": {"scrollId": "a"}, "leads": [{"leadId": 1}, {"leadId": 2}]},
+            {"_metadata": {"scrollId": "a"}, "leads": [{"leadId": 2}, {"leadId": 3}]},
+            {"_metadata": {"scrollId": "a"}, "leads": [{"leadId": 3}]},
+        ]
+    )
+    it = scroll_leads(client, 2)  # type: ignore[arg-type]
+    assert [lead["leadId"] for lead in next(it).leads] == [1, 2]
+    assert [lead["leadId"] for lead in next(it).leads] == [3]
+    with pytest.raises(PaginationError, match="not advancing"):
+        next(it)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-04-22 10:15:00", "2026-04-22T10:15:00Z"),
+        ("2026-03-01T15:00:00GMT", "2026-03-01T15:00:00Z"),
+        ("2026-03-01T17:00:00+02:00", "2026-03-01T15:00:00Z"),
+        ("2026-03-01T15:00:00Z", "2026-03-01T15:00:00Z"),
+        (1_772_377_200_000, "2026-03-01T15:00:00Z"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_times_become_rfc3339_utc(raw, expected):
+    assert to_rfc3339(raw, "t") == expected
+
+
+def test_unknown_time_format_fails_clearly():
+    with pytest.raises(TimeFormatError, match="'createTime' holds 'yesterday'"):
+        to_rfc3339("yesterday", "createTime")
+
+
+def lead(created: str) -> dict[str, Any]:
+    return {"leadId": 1, "createTime": created}
+
+
+def test_bookmark_promotes_only_calls_created_before_the_cutoff():
+    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+    state: dict[str, Any] = {"replication_key_value": 100}
+    bookmark = CallsBookmark(state, now=now)
+    assert bookmark.start_after == 100
+    bookmark.observe_call({"id": 150, "createTime": "2026-11-28 11:00:00"})
+    bookmark.observe_call({"id": 900, "createTime": "2026-11-28 11:59:00"})  # during the run
+    bookmark.observe_call({"id": 950})  # no createTime: cannot advance the bookmark
+    assert bookmark.max_id == 150
+    bookmark.finish()
+    assert state == {"replication_key": "id", "replication_key_value": 150}
+
+
+def test_bookmark_resume_skips_done_leads_and_keeps_the_cutoff():
+    now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
+    state: dict[str, Any] = {"replication_key_value": 100}
+    first = CallsBookmark(state, now=now)
+    first.observe_call({"id": 150, "createTime": "2026-11-28 11:00:00"})
+    first.lead_done(lead("2026-01-01T00:00:00GMT"))
+    first.lead_done(lead("2026-02-01T00:00:00GMT"))
+    resumed_state = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
+    second = CallsBookmark(resumed_state, now=now + dt.timedelta(hours=3))
+    assert second.cutoff == first.cutoff
+    assert second.start_after == 100
+    assert not second.should_sync_lead(lead("2026-01-01T00:00:00GMT"))
+    assert second.should_sync_lead(lead("2026-02-01T00:00:00GMT"))  # equal: read again
+    assert second.should_sync_lead(lead("2026-03-01T00:00:00GMT"))
+    assert second.should_sync_lead({"leadId": 9})  # unknown creation time: never skipped
+    second.finish()
+    assert resumed_state["replication_key_value"] == 150
+
+
+def test_bookmark_out_of_order_listing_disables_lead_skipping():
+    state: dict[str, Any] = {}
+    bookmark = CallsBookmark(state)
+    bookmark.lead_done(lead("2026-02-01T00:00:00GMT"))
+    assert "leadsCreatedBefore" in state["resume"]
+    bookmark.lead_done(lead("2026-01-01T00:00:00GMT"))
+    assert "leadsCreatedBefore" not in state["resume"]
+
+
+def test_bad_bookmark_in_state_is_a_clear_error():
+    with pytest.raises(StateError, match="must be an integer call id"):
+        CallsBookmark({"replication_key_value": "2024-01-01T00:00:00Z"})
+
+
+def test_parse_lofty_time_handles_naive_as_utc():
+    assert parse_lofty_time("2026-04-22 10:15:00") == dt.datetime(
+        2026, 4, 22, 10, 15, tzinfo=dt.timezone.utc
+    )
