@@ -39,6 +39,13 @@ NO_PERMISSION = 200100
 #: Lofty answers an API key sent as a Bearer token with HTTP 400 and this code.
 USER_IN_TOKEN_NOT_EXIST = 200058
 
+#: Failures without a complete response, retried like a 5xx.
+TRANSIENT_ERRORS = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 
@@ -137,11 +144,11 @@ class LoftyClient:
                     timeout=self.timeout_s,
                 )
                 body_bytes = response.content  # a dropped connection raises here
-            except (requests.Timeout, requests.ConnectionError) as exc:
+                self.budget.observe(response.headers)
+            except TRANSIENT_ERRORS as exc:
                 reason = f"{type(exc).__name__} (no complete response)"
             else:
                 self._count(response.status_code)
-                self.budget.observe(response.headers)
                 status = response.status_code
                 if status == 429:
                     wait = self.budget.wait_for_reset(response.headers)
@@ -174,6 +181,8 @@ class LoftyClient:
                     reason = f"HTTP {status}"
                 else:
                     raise _client_error(endpoint, response, params)
+            finally:
+                self.budget.release()
             attempt += 1
             if attempt > self.max_retries:
                 raise LoftyError(
@@ -261,6 +270,12 @@ def _client_error(
         advice = (
             "Lofty could not match the credential to a user. An API key must be given as "
             "api_key, not as access_token."
+        )
+    elif status == 400 and "scrollId" in params:
+        advice = (
+            "Lofty refused the leads scroll token; scroll tokens expire after a while "
+            "(about an hour has been seen). Run again: the last STATE lets the next run "
+            "skip the leads already done."
         )
     elif status == 400:
         sent = ", ".join(f"{k}={v}" for k, v in params.items() if k != "scrollId")

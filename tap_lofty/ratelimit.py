@@ -49,9 +49,11 @@ def seconds_until_reset(raw: str | None, *, now: float, window_s: float = WINDOW
 class RequestBudget:
     """A fixed-window request budget, safe to share between threads.
 
-    ``acquire()`` is called before every request attempt (retries included), so the
-    requests sent never exceed ``requests_per_window`` in any window the tap sees.
-    ``observe()`` is called with every response's headers.
+    Two limits apply at once: the tap's own (``requests_per_window`` per window,
+    counted from the first request) and the server's, as last reported in
+    ``X-RateLimit-Remaining`` until its ``X-RateLimit-Reset``. ``acquire()`` is called
+    before every request attempt (retries included) and waits until both allow one
+    more; ``observe()`` and ``release()`` are called with every response.
     """
 
     def __init__(
@@ -71,9 +73,13 @@ class RequestBudget:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._window_start: float | None = None
-        self._window_end = 0.0
+        self._window_end: float | None = None
         self._remaining = requests_per_window
+        #: What the server last said is left, lowered by every request since; None
+        #: when unknown or when its window has reset.
+        self._server_remaining: int | None = None
+        self._server_reset_at = 0.0
+        self._in_flight = 0
         self.requests_sent = 0
         self.wait_s = 0.0
         self.longest_wait_s = 0.0
@@ -84,43 +90,64 @@ class RequestBudget:
         while True:
             with self._lock:
                 now = self._clock()
-                if self._window_start is None or now >= self._window_end:
-                    self._window_start = now
+                if self._window_end is None:
                     self._window_end = now + self.window_s
+                elif now >= self._window_end:
+                    # Fixed windows from the first request, like Lofty's: they do not
+                    # drift with the moment the next request happens to come.
+                    elapsed_windows = (now - self._window_end) // self.window_s + 1
+                    self._window_end += elapsed_windows * self.window_s
                     self._remaining = self.limit
-                if self._remaining > 0:
+                if self._server_remaining is not None and now >= self._server_reset_at:
+                    self._server_remaining = None
+                pause = 0.0
+                if self._remaining <= 0:
+                    pause = self._window_end - now
+                if self._server_remaining is not None and self._server_remaining <= 0:
+                    pause = max(pause, self._server_reset_at - now)
+                if pause <= 0:
                     self._remaining -= 1
+                    if self._server_remaining is not None:
+                        self._server_remaining -= 1
+                    self._in_flight += 1
                     self.requests_sent += 1
-                    self._record_wait(waited)
+                    self.wait_s += waited
+                    self.longest_wait_s = max(self.longest_wait_s, waited)
                     return waited
-                pause = self._window_end - now
             # Sleep outside the lock so other threads can observe() meanwhile.
             self._sleep(pause)
             waited += pause
 
+    def release(self) -> None:
+        """Mark one acquired request as answered (or failed)."""
+        with self._lock:
+            self._in_flight = max(self._in_flight - 1, 0)
+
     def observe(self, headers: Mapping[str, str]) -> None:
         """Lower the budget to what the server says is left in its window.
 
-        The server's count can only lower ours: a larger ``Remaining`` (say, from a
-        server whose window just reset) never lets the tap exceed its own setting.
+        Call it before :meth:`release` for the same response. The server's count only
+        ever lowers what the tap may send: a larger ``Remaining`` never lets the tap
+        exceed its own setting. Requests still in flight may not be counted by the
+        server yet, so they are taken off what it reports.
         """
-        remaining = _int_header(headers.get("X-RateLimit-Remaining"))
-        if remaining is None:
+        reported = _int_header(headers.get("X-RateLimit-Remaining"))
+        if reported is None:
             return
         with self._lock:
             now = self._clock()
-            if remaining < self._remaining:
-                self._remaining = max(remaining, 0)
-            if self._remaining == 0:
-                # Wait for the server's reset, not just ours, when it is later.
-                reset_in = seconds_until_reset(
-                    headers.get("X-RateLimit-Reset"), now=now, window_s=self.window_s
-                )
-                if reset_in is not None:
-                    self._window_end = max(self._window_end, now + reset_in + RESET_MARGIN_S)
+            remaining = reported - (self._in_flight - 1)
+            if self._server_remaining is None or remaining < self._server_remaining:
+                self._server_remaining = remaining
+            reset_in = seconds_until_reset(
+                headers.get("X-RateLimit-Reset"), now=now, window_s=self.window_s
+            )
+            if reset_in is None:  # no usable reset: assume a whole window
+                reset_in = self.window_s if self._server_remaining <= 0 else 0.0
+            self._server_reset_at = max(self._server_reset_at, now + reset_in + RESET_MARGIN_S)
 
     def wait_for_reset(self, headers: Mapping[str, str]) -> float:
-        """After a 429: empty the budget until the server's window resets; return the wait.
+        """After a 429: hold every request until the server's window resets; return the wait.
 
         The wait itself happens in the next ``acquire()``, so every thread pauses.
         """
@@ -131,14 +158,9 @@ class RequestBudget:
             )
             if reset_in is None:  # no usable header: wait out one full window
                 reset_in = self.window_s
-            # The server's window is the one that counts: realign ours to its reset.
-            self._remaining = 0
-            self._window_end = now + reset_in + RESET_MARGIN_S
-            return self._window_end - now
-
-    def _record_wait(self, waited: float) -> None:
-        self.wait_s += waited
-        self.longest_wait_s = max(self.longest_wait_s, waited)
+            self._server_remaining = 0
+            self._server_reset_at = now + reset_in + RESET_MARGIN_S
+            return self._server_reset_at - now
 
 
 def _int_header(raw: str | None) -> int | None:

@@ -139,6 +139,7 @@ class CallsStream(LoftyStream):
         self._prefetcher: OrderedPrefetcher[list[dict[str, Any]] | None] | None = None
         self._scheduled: dict[int, dict[str, Any]] = {}
         self._last_state_write = 0.0
+        self._schema_sent = False
         self.lookahead = 0
         # The SDK logs two lines and two metrics per child context, i.e. per lead:
         # 400,000 lines on a 100,000-lead account. Progress lines replace them.
@@ -247,6 +248,14 @@ class CallsStream(LoftyStream):
             return
         super()._write_state_message()
         self._last_state_write = time.monotonic()
+
+    @override
+    def _write_schema_message(self) -> None:
+        # The SDK sends SCHEMA at the start of every child context, i.e. per lead;
+        # the schema never changes within a run, so once is enough for any target.
+        if not self._schema_sent:
+            super()._write_schema_message()
+            self._schema_sent = True
 
     def _force_state_message(self) -> None:
         self.state_manager.is_flushed = False

@@ -118,7 +118,7 @@ class TapLofty(Tap):
         ),
         th.Property(
             "request_timeout",
-            th.NumberType(minimum=1),
+            th.NumberType(minimum=0.1),
             default=60,
             title="Request timeout",
             description="Seconds to wait for one response before retrying it.",
