@@ -232,3 +232,20 @@ def test_readme_settings_table_matches_about(tmp_path):
     assert table and "\n".join(table) in readme, (
         "README settings table drifted: paste the table from `tap-lofty --about --format=markdown`"
     )
+
+
+def test_meltano_yml_declares_exactly_the_tap_settings():
+    import yaml
+
+    from tap_lofty.tap import TapLofty
+
+    project = yaml.safe_load((ROOT / "meltano.yml").read_text())
+    (extractor,) = [p for p in project["plugins"]["extractors"] if p["name"] == "tap-lofty"]
+    declared = {s["name"]: s for s in extractor["settings"]}
+    own = TapLofty.config_jsonschema["properties"]
+    assert set(own) <= set(declared), "meltano.yml lacks a tap setting"
+    for name, spec in own.items():
+        assert declared[name].get("sensitive", False) == spec.get("secret", False), name
+    assert {"catalog", "discover", "state", "about", "stream-maps", "schema-flattening", "test"} <= set(
+        extractor["capabilities"]
+    )

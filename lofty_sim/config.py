@@ -1,0 +1,124 @@
+"""Configuration of the Lofty API simulator: :class:`SimConfig` and the :class:`Fault` kinds."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Fault(str, enum.Enum):
+    """Kinds of injected faults.
+
+    Members are strings, so ``Fault.SLOW == "slow"`` and either form can be used in
+    ``SimConfig.fault_kinds`` / ``SimConfig.faults_at``. (``str, Enum`` rather than ``StrEnum``:
+    the project supports Python 3.10.)
+    """
+
+    def __str__(self) -> str:
+        """Return the plain value, e.g. ``"slow"``."""
+        return str(self.value)
+
+    #: HTTP 500 with the JSON error body ``{"code": 20005, "message": "internal error"}``.
+    HTTP_500_JSON = "500_json"
+    #: HTTP 502 with an nginx-style HTML page (what a gateway in front of the API returns).
+    HTTP_502_HTML = "502_html"
+    #: HTTP 503 with the JSON error body ``{"code": 20005, "message": "internal error"}``.
+    HTTP_503_JSON = "503_json"
+    #: HTTP 200 whose JSON body is cut off (Content-Length matches the cut body).
+    TRUNCATED_JSON = "truncated_json"
+    #: Headers announce the full Content-Length, part of the body is sent, then the socket closes.
+    DROP_CONNECTION = "drop_connection"
+    #: Sleep ``SimConfig.slow_s`` before answering normally (longer than a client's timeout).
+    SLOW = "slow"
+    #: On the call endpoint only: the lead is marked "deleted after listing" and answers 404
+    #: (20006) from then on. Other endpoints answer normally. Not in the default kinds.
+    LEAD_DELETED = "lead_deleted"
+
+
+DEFAULT_FAULT_KINDS: tuple[str, ...] = (
+    "500_json",
+    "502_html",
+    "503_json",
+    "truncated_json",
+    "drop_connection",
+    "slow",
+)
+
+CURSOR_MODES = ("exclusive", "inclusive")
+METADATA_KEYS = ("_metadata", "get_metadata")
+RESET_HEADER_FORMATS = ("epoch", "epoch_ms", "seconds")
+
+# Fields that shape the generated data set; changing them would need a new simulator.
+DATA_FIELDS = frozenset({"leads", "seed", "calls_per_lead_mean", "big_leads"})
+
+
+@dataclass
+class SimConfig:
+    """All switches of the simulator.
+
+    Data-shaping fields (``leads``, ``seed``, ``calls_per_lead_mean``, ``big_leads``) are fixed
+    once a :class:`~lofty_sim.LoftySimulator` is built; every other field can be changed while it
+    runs with ``LoftySimulator.configure(**changes)`` (or ``POST /_sim/configure``).
+    """
+
+    leads: int = 500
+    seed: int = 7
+    calls_per_lead_mean: float = 8
+    big_leads: int = 1
+    cursor_mode: str = "exclusive"
+    metadata_key: str = "_metadata"
+    leads_default_limit: int = 25
+    scroll_ttl_s: float = 3600.0
+    rate_limit: int | None = 500
+    rate_window_s: float = 60.0
+    reset_header: str = "epoch"
+    latency_s: float = 0.0
+    jitter_s: float = 0.0
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
+    faults_at: dict[int, str] = field(default_factory=dict)
+    slow_s: float = 5.0
+    api_key: str = "sim-api-key-7c2f9d41e8b05a63"
+    access_token: str = "sim-access-token-3b8e61f0a9d24c57"
+    no_calls_scope_token: str = "sim-noscope-token"
+
+    def __post_init__(self) -> None:
+        """Validate and normalise (fault kinds to plain ``str``, ``faults_at`` keys to ``int``)."""
+        if self.leads < 0:
+            raise ValueError("leads must be >= 0")
+        if self.big_leads < 0:
+            raise ValueError("big_leads must be >= 0")
+        if self.calls_per_lead_mean < 0:
+            raise ValueError("calls_per_lead_mean must be >= 0")
+        if self.cursor_mode not in CURSOR_MODES:
+            raise ValueError(f"cursor_mode must be one of {CURSOR_MODES}")
+        if self.metadata_key not in METADATA_KEYS:
+            raise ValueError(f"metadata_key must be one of {METADATA_KEYS}")
+        if not 1 <= self.leads_default_limit <= 100:
+            raise ValueError("leads_default_limit must be between 1 and 100")
+        if self.rate_limit is not None and self.rate_limit < 1:
+            raise ValueError("rate_limit must be >= 1 or None (unlimited)")
+        if self.rate_window_s <= 0:
+            raise ValueError("rate_window_s must be > 0")
+        if self.reset_header not in RESET_HEADER_FORMATS:
+            raise ValueError(f"reset_header must be one of {RESET_HEADER_FORMATS}")
+        if min(self.latency_s, self.jitter_s, self.slow_s, self.scroll_ttl_s) < 0:
+            raise ValueError("latency_s, jitter_s, slow_s and scroll_ttl_s must be >= 0")
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError("fault_rate must be between 0 and 1")
+        # Fault(...) raises ValueError on an unknown kind; .value drops the enum type so the
+        # config stays JSON-friendly.
+        self.fault_kinds = tuple(Fault(k).value for k in self.fault_kinds)
+        if self.fault_rate > 0 and not self.fault_kinds:
+            raise ValueError("fault_kinds must not be empty when fault_rate > 0")
+        # JSON bodies (POST /_sim/configure) carry object keys as strings.
+        self.faults_at = {int(n): Fault(k).value for n, k in self.faults_at.items()}
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the configuration as a JSON-serialisable dict."""
+        out = dataclasses.asdict(self)
+        out["fault_kinds"] = list(self.fault_kinds)
+        out["faults_at"] = {str(n): k for n, k in self.faults_at.items()}
+        return out

@@ -1,0 +1,814 @@
+"""The HTTP side of the simulator: :class:`LoftySimulator` and its request handler."""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import re
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
+
+from lofty_sim.config import DATA_FIELDS, Fault, SimConfig
+from lofty_sim.data import Dataset, LeadState, dumps
+
+LEADS_PATH = "/v1.0/leads"
+CALLS_PATH = "/v1.0/communication/call"
+JSON_TYPE = "application/json;charset=UTF-8"
+HTML_TYPE = "text/html"
+INT64_MAX = 2**63 - 1
+#: X-RateLimit-Limit sent when the rate limit is off (rate_limit=None).
+UNLIMITED = 1_000_000
+# Bounds of the lazily filled caches (least recently used entries are dropped and, being
+# deterministic, regenerated on the next access).
+CALL_CACHE_MAX_CALLS = 2_000_000
+LEAD_CACHE_MAX = 200_000
+SCROLL_STORE_MAX = 200_000
+
+_INT_RE = re.compile(r"-?[0-9]+")
+
+NO_SCOPE_MESSAGE = "Sorry, the vendor does not have permission for this API."
+BODY_404_LEAD = b'{"code":20006,"message":"LEAD_NOT_EXIST"}'
+BODY_429 = b'{"message":"Too Many Requests"}'
+BODY_500 = b'{"code":20005,"message":"internal error"}'
+BODY_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n"
+    b"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+
+
+class ApiError(Exception):
+    """An API error answer: HTTP status plus the ``{code, message}`` body."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        """Remember the status and build the body."""
+        super().__init__(message)
+        self.status = status
+        self.body = dumps({"code": code, "message": message})
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(400, 20012, f"INVALID_PARAMETER: {message}")
+
+
+def _int_param(query: dict[str, str], name: str) -> int | None:
+    """Parse an integer query parameter; empty counts as absent (as Spring binds it)."""
+    raw = query.get(name, "")
+    if raw == "":
+        return None
+    # Strict digits: Python's int() would also take "1_000" or " 5 ".
+    if not _INT_RE.fullmatch(raw) or abs(int(raw)) > INT64_MAX:
+        raise _invalid(f"{name} must be an integer")
+    return int(raw)
+
+
+def _bool_param(query: dict[str, str], name: str) -> bool | None:
+    raw = query.get(name, "").lower()
+    if raw == "":
+        return None
+    if raw not in ("true", "false"):
+        raise _invalid(f"{name} must be true or false")
+    return raw == "true"
+
+
+@dataclass(frozen=True, slots=True)
+class _Scroll:
+    """What a scrollId stands for: a position in a frozen ordering of lead indexes."""
+
+    order: tuple[int, ...]
+    pos: int
+    limit: int
+    issued: float  # time.monotonic() at issue; the TTL counts from here
+
+
+@dataclass(frozen=True, slots=True)
+class _Ticket:
+    """Admission decision for one API request, taken under the lock."""
+
+    number: int
+    allowed: bool
+    headers: dict[str, str]
+    fault: str | None
+    delay: float
+    slow_s: float
+
+
+@dataclass(slots=True)
+class _Answer:
+    status: int
+    body: bytes
+    content_type: str = JSON_TYPE
+    fault_applied: bool = False
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # ThreadingHTTPServer would join every handler thread on close; keep-alive connections make
+    # that wait for the clients, so stop() closes the sockets itself instead.
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], sim: LoftySimulator) -> None:
+        self.sim = sim
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (getfqdn); skip it to start fast.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def close_connections(self) -> None:
+        with self.connections_lock:
+            conns = list(self.connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as clients with a Session expect
+    server_version = "LoftySim/1.0"
+    sys_version = ""
+
+    @property
+    def _srv(self) -> _Server:
+        return cast(_Server, self.server)
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in two writes; without NODELAY, Nagle + delayed ACK can stall
+        # each response by ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._srv.connections_lock:
+            self._srv.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self._srv.connections_lock:
+            self._srv.connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+
+    def version_string(self) -> str:
+        """Return the Server header value (without the Python version)."""
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: tests and benchmarks make many thousands of requests."""
+
+    def do_GET(self) -> None:
+        """Dispatch a GET."""
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        """Dispatch a POST."""
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        """Dispatch a PUT."""
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        """Dispatch a DELETE."""
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        """Dispatch a PATCH."""
+        self._dispatch("PATCH")
+
+    def _dispatch(self, method: str) -> None:
+        headers_sent = False
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+            # Always consume the body so the next request on this keep-alive connection parses.
+            body = self.rfile.read(length) if length > 0 else b""
+            parts = urlsplit(self.path)
+            path = parts.path.rstrip("/") or "/"
+            if path.startswith("/_sim/"):
+                status, payload = self._srv.sim._control(method, path, body)
+                headers_sent = True
+                self._send(status, dumps(payload), JSON_TYPE, {})
+                return
+            query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            headers_sent = self._srv.sim._serve_api(self, method, path, query)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception:  # a simulator bug: answer 500 and make it visible
+            traceback.print_exc(file=sys.stderr)
+            self.close_connection = True
+            if not headers_sent:
+                with contextlib.suppress(OSError):
+                    self._send(500, BODY_500, JSON_TYPE, {})
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str],
+        *,
+        content_length: int | None = None,
+        drop_after: int | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header(
+            "Content-Length", str(len(body) if content_length is None else content_length)
+        )
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if drop_after is None:
+            self.wfile.write(body)
+            return
+        # Connection dropped mid-body: the client was promised more bytes than it gets.
+        self.wfile.write(body[:drop_after])
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+
+class LoftySimulator:
+    """A local Lofty Open API server with ground truth, request counters and fault injection.
+
+    Use ``start()``/``stop()`` or a ``with`` block. All public methods are thread-safe.
+    """
+
+    def __init__(self, config: SimConfig | None = None) -> None:
+        """Generate the (lazy) data set; the server is not started yet."""
+        self._config = config if config is not None else SimConfig()
+        cfg = self._config
+        self._lock = threading.RLock()
+        self._data = Dataset(cfg.seed, cfg.leads, cfg.calls_per_lead_mean, cfg.big_leads)
+        self._n_current = len(self._data.leads)
+        self._version = 0  # bumped by every data mutation; invalidates cached orderings
+        self._lead_cache: OrderedDict[int, bytes] = OrderedDict()
+        self._call_cache: OrderedDict[int, tuple[list[int], list[bytes]]] = OrderedDict()
+        self._cached_calls = 0
+        self._orders: dict[tuple[str, bool], tuple[int, tuple[int, ...]]] = {}
+        self._scrolls: dict[str, _Scroll] = {}
+        self._scrolls_issued = 0
+        # Separate seeded streams, so e.g. turning jitter on does not change which requests fault.
+        self._fault_rng = random.Random(f"faults:{cfg.seed}")
+        self._jitter_rng = random.Random(f"jitter:{cfg.seed}")
+        self._request_count = 0
+        self._window_start: float | None = None
+        self._window_used = 0
+        self._counters: dict[str, int] = {}
+        self._request_log: list[tuple[float, str, int]] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._url: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in a background thread; return the base URL (``port=0``: an ephemeral port)."""
+        if self._server is not None:
+            raise RuntimeError("simulator already started")
+        server = _Server((host, port), self)
+        self._server = server
+        self._url = f"http://{host}:{server.server_port}"
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="lofty-sim",
+            daemon=True,
+        )
+        self._thread.start()
+        return self._url
+
+    def stop(self) -> None:
+        """Stop serving and close open keep-alive connections. Idempotent."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> LoftySimulator:
+        """Start on an ephemeral port unless already started."""
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the server."""
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:54321`` (only after ``start()``)."""
+        if self._url is None:
+            raise RuntimeError("simulator not started")
+        return self._url
+
+    @property
+    def config(self) -> SimConfig:
+        """The current configuration (replaced as a whole by :meth:`configure`)."""
+        return self._config
+
+    def configure(self, **changes: Any) -> SimConfig:
+        """Change runtime switches (cursor_mode, rate_limit, fault_rate, latency_s, ...).
+
+        Data-shaping fields cannot change. Changing ``rate_limit`` or ``rate_window_s`` starts a
+        fresh rate window. Returns the new configuration.
+        """
+        unknown = set(changes) - {f.name for f in dataclasses.fields(SimConfig)}
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        fixed = DATA_FIELDS & set(changes)
+        if fixed:
+            raise ValueError(f"cannot change {sorted(fixed)} on a running simulator")
+        with self._lock:
+            new = dataclasses.replace(self._config, **changes)  # validates in __post_init__
+            if {"rate_limit", "rate_window_s"} & set(changes):
+                self._window_start = None
+                self._window_used = 0
+            self._config = new
+            return new
+
+    # ------------------------------------------------------------------ ground truth
+
+    def _live(self) -> list[LeadState]:
+        return [s for s in self._data.leads if not s.deleted]
+
+    def leads(self) -> list[dict[str, Any]]:
+        """Return the current (non-deleted) leads as served, ascending leadId.
+
+        Leads marked with :meth:`delete_after_listing` are included: they are still listed.
+        """
+        with self._lock:
+            return [self._data.build_lead(s) for s in self._live()]
+
+    def lead_ids(self) -> list[int]:
+        """Ids of the current leads, ascending (includes delete_after_listing leads)."""
+        with self._lock:
+            return [s.lead_id for s in self._live()]
+
+    def calls(self, lead_id: int) -> list[dict[str, Any]]:
+        """Return a lead's calls as served, ascending id.
+
+        ``[]`` for a lead the call endpoint answers 404 for (deleted or delete_after_listing);
+        ``KeyError`` for an id that never existed.
+        """
+        with self._lock:
+            st = self._data.by_id[lead_id]
+            if st.deleted or st.calls_gone:
+                return []
+            return self._data.calls(st)
+
+    def all_calls(self) -> list[dict[str, Any]]:
+        """Return every call the API serves (delete_after_listing leads excluded), ascending id."""
+        with self._lock:
+            out = [c for s in self._live() if not s.calls_gone for c in self._data.calls(s)]
+        out.sort(key=lambda c: cast(int, c["id"]))
+        return out
+
+    def total_calls(self) -> int:
+        """``len(all_calls())`` without generating anything."""
+        with self._lock:
+            return sum(s.n_calls for s in self._live() if not s.calls_gone)
+
+    # ------------------------------------------------------------------ mutation
+
+    def append_calls(
+        self, existing_leads: int = 10, new_leads: int = 2, calls_per_lead: int = 3
+    ) -> list[dict[str, Any]]:
+        """Add calls, as new activity between two syncs would.
+
+        ``calls_per_lead`` calls go to each of ``existing_leads`` randomly chosen (seeded) current
+        leads and to each of ``new_leads`` brand-new leads (higher leadIds, listed from now on).
+        New calls get createTime = now (clamped to be after all existing data), so their ids are
+        higher than every existing id. Returns the new calls, ascending id.
+        """
+        if min(existing_leads, new_leads, calls_per_lead) < 0:
+            raise ValueError("arguments must be >= 0")
+        with self._lock:
+            calls, touched = self._data.append_calls(existing_leads, new_leads, calls_per_lead)
+            self._n_current += new_leads
+            for idx in touched:
+                self._invalidate(idx)
+            self._version += 1
+            return calls
+
+    def delete_lead(self, lead_id: int) -> None:
+        """Delete a lead: gone from ``/v1.0/leads`` (and running scrolls); its calls answer 404."""
+        with self._lock:
+            st = self._data.by_id[lead_id]
+            if not st.deleted:
+                st.deleted = True
+                self._n_current -= 1
+                self._invalidate(st.idx)
+                self._version += 1
+
+    def delete_after_listing(self, lead_ids: set[int]) -> None:
+        """Keep these leads in the listing, but answer 404 (20006) on their call history."""
+        with self._lock:
+            states = [self._data.by_id[i] for i in lead_ids]  # KeyError before any change
+            for st in states:
+                st.calls_gone = True
+                self._invalidate(st.idx)
+
+    def _invalidate(self, idx: int) -> None:
+        self._lead_cache.pop(idx, None)
+        entry = self._call_cache.pop(idx, None)
+        if entry is not None:
+            self._cached_calls -= len(entry[0])
+
+    # ------------------------------------------------------------------ counters
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Copy of the counters: ``"GET /v1.0/leads 200"`` etc. and ``"faults:<kind>"``."""
+        with self._lock:
+            return dict(self._counters)
+
+    @property
+    def request_log(self) -> list[tuple[float, str, int]]:
+        """Copy of ``(arrival time.time(), path, status)`` for every API request."""
+        with self._lock:
+            return list(self._request_log)
+
+    @property
+    def request_count(self) -> int:
+        """Count API requests since start (``faults_at`` numbering; reset_counters keeps it)."""
+        with self._lock:
+            return self._request_count
+
+    def reset_counters(self) -> None:
+        """Clear counters and the request log (not the request numbering or the rate window)."""
+        with self._lock:
+            self._counters.clear()
+            self._request_log.clear()
+
+    # ------------------------------------------------------------------ request path
+
+    def _admit(self) -> _Ticket:
+        """Assign the request its number, apply the rate window, draw the fault and the latency."""
+        with self._lock:
+            cfg = self._config
+            self._request_count += 1
+            number = self._request_count
+            now = time.time()
+            window = cfg.rate_window_s
+            if self._window_start is None:
+                self._window_start = now  # the first request opens the first window
+                self._window_used = 0
+            elif now >= self._window_start + window:
+                # Fixed windows aligned on the first request.
+                self._window_start += math.floor((now - self._window_start) / window) * window
+                self._window_used = 0
+            limit = UNLIMITED if cfg.rate_limit is None else cfg.rate_limit
+            allowed = cfg.rate_limit is None or self._window_used < cfg.rate_limit
+            if allowed:
+                # Rejected (429) requests do not consume budget; they are still logged.
+                self._window_used += 1
+            reset = self._window_start + window
+            if cfg.reset_header == "epoch":
+                reset_value = math.ceil(reset)
+            elif cfg.reset_header == "epoch_ms":
+                reset_value = math.ceil(reset * 1000)
+            else:
+                reset_value = max(0, math.ceil(reset - now))
+            headers = {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(max(0, limit - self._window_used)),
+                "X-RateLimit-Reset": str(reset_value),
+            }
+            # One draw per request whatever the config, so a given request sequence always faults
+            # the same requests.
+            hit = self._fault_rng.random()
+            fault = cfg.faults_at.get(number)
+            if fault is None and hit < cfg.fault_rate:
+                fault = self._fault_rng.choice(cfg.fault_kinds)
+            delay = cfg.latency_s + (
+                self._jitter_rng.uniform(0, cfg.jitter_s) if cfg.jitter_s else 0.0
+            )
+            return _Ticket(number, allowed, headers, fault, delay, cfg.slow_s)
+
+    def _serve_api(self, handler: _Handler, method: str, path: str, query: dict[str, str]) -> bool:
+        """Answer one API request on ``handler``. Returns True once headers went out."""
+        arrival = time.time()
+        ticket = self._admit()
+        if ticket.delay > 0:
+            time.sleep(ticket.delay)  # never under the lock
+        fault = ticket.fault if ticket.allowed else None
+        try:
+            answer = self._faulted_answer(
+                ticket, fault, handler=handler, method=method, path=path, query=query
+            )
+        except Exception:
+            self._record(arrival, method, path, 500, None)
+            raise
+        # Record before sending: once a client has its answer, the counters must include it.
+        self._record(arrival, method, path, answer.status, fault if answer.fault_applied else None)
+        body = answer.body
+        if fault == Fault.TRUNCATED_JSON:
+            # A proper prefix of a JSON object is never valid JSON, so any cut works.
+            body = body[: max(1, len(body) * 2 // 3)]
+            handler._send(answer.status, body, answer.content_type, ticket.headers)
+        elif fault == Fault.DROP_CONNECTION:
+            handler._send(
+                answer.status, body, answer.content_type, ticket.headers, drop_after=len(body) // 2
+            )
+        else:
+            handler._send(answer.status, body, answer.content_type, ticket.headers)
+        return True
+
+    def _faulted_answer(
+        self,
+        ticket: _Ticket,
+        fault: str | None,
+        *,
+        handler: _Handler,
+        method: str,
+        path: str,
+        query: dict[str, str],
+    ) -> _Answer:
+        if not ticket.allowed:
+            return _Answer(429, BODY_429)
+        if fault in (Fault.HTTP_500_JSON, Fault.HTTP_503_JSON):
+            status = 500 if fault == Fault.HTTP_500_JSON else 503
+            return _Answer(status, BODY_500, fault_applied=True)
+        if fault == Fault.HTTP_502_HTML:
+            return _Answer(502, BODY_502, HTML_TYPE, fault_applied=True)
+        if fault == Fault.SLOW:
+            time.sleep(ticket.slow_s)
+        answer = self._answer(method, path, query, handler.headers.get("Authorization"), fault)
+        if fault in (Fault.SLOW, Fault.TRUNCATED_JSON, Fault.DROP_CONNECTION):
+            answer.fault_applied = True
+        return answer
+
+    def _record(
+        self, arrival: float, method: str, path: str, status: int, fault: str | None
+    ) -> None:
+        with self._lock:
+            self._request_log.append((arrival, path, status))
+            key = f"{method} {path} {status}"
+            self._counters[key] = self._counters.get(key, 0) + 1
+            if fault is not None:
+                key = f"faults:{fault}"
+                self._counters[key] = self._counters.get(key, 0) + 1
+
+    def _answer(
+        self, method: str, path: str, query: dict[str, str], auth: str | None, fault: str | None
+    ) -> _Answer:
+        cfg = self._config
+        scope = self._authenticate(cfg, auth)
+        try:
+            # Gateway-level checks first (credentials, route, method), then the endpoint's own.
+            if scope is None:
+                raise ApiError(401, 401, "BAD_CREDENTIALS: invalid or missing token")
+            if path not in (LEADS_PATH, CALLS_PATH):
+                raise ApiError(404, 20007, "RESOURCE_NOT_EXIST")
+            if method != "GET":
+                raise ApiError(405, 405, "METHOD_NOT_ALLOWED")
+            if path == LEADS_PATH:
+                return self._list_leads(cfg, query)
+            if scope == "noscope":
+                raise ApiError(403, 200100, NO_SCOPE_MESSAGE)
+            return self._list_calls(cfg, query, fault)
+        except ApiError as err:
+            return _Answer(err.status, err.body)
+
+    @staticmethod
+    def _authenticate(cfg: SimConfig, auth: str | None) -> str | None:
+        """Return "full", "noscope" or None (401)."""
+        if not auth:
+            return None
+        scheme, _, token = auth.strip().partition(" ")
+        scheme, token = scheme.lower(), token.strip()
+        if scheme == "bearer" and token == cfg.access_token:
+            return "full"
+        if scheme == "bearer" and token == cfg.no_calls_scope_token:
+            return "noscope"
+        if scheme == "token" and token == cfg.api_key:
+            return "full"
+        return None
+
+    # ------------------------------------------------------------------ /v1.0/leads
+
+    def _order(self, sort: str, desc: bool) -> tuple[int, ...]:
+        """Lead indexes in listing order (cached until the data changes). Call under the lock."""
+        name = sort.lower()
+        if name not in ("createtime", "lastactivity", "lastcall"):
+            name = "default"  # every other documented sort is accepted and treated as Default
+        cached = self._orders.get((name, desc))
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
+        live = self._live()
+        if name == "createtime":
+            live.sort(key=lambda s: (s.create_ms, s.lead_id), reverse=desc)
+        elif name == "lastactivity":
+            live.sort(key=lambda s: (s.last_activity_ms, s.lead_id), reverse=desc)
+        elif name == "lastcall":
+            live.sort(key=lambda s: (s.last_call_ms, s.lead_id), reverse=desc)
+        else:
+            live.sort(key=lambda s: s.lead_id, reverse=desc)
+        order = tuple(s.idx for s in live)
+        self._orders[(name, desc)] = (self._version, order)
+        return order
+
+    def _lead_json(self, st: LeadState) -> bytes:
+        cached = self._lead_cache.get(st.idx)
+        if cached is not None:
+            self._lead_cache.move_to_end(st.idx)
+            return cached
+        raw = dumps(self._data.build_lead(st))
+        self._lead_cache[st.idx] = raw
+        if len(self._lead_cache) > LEAD_CACHE_MAX:
+            self._lead_cache.popitem(last=False)
+        return raw
+
+    def _issue_scroll(self, scroll: _Scroll) -> str:
+        self._scrolls_issued += 1
+        # Derived from (seed, issue number), not os.urandom: same requests, same bytes.
+        token = _opaque(f"scroll:{self._config.seed}:{self._scrolls_issued}")
+        if len(self._scrolls) >= SCROLL_STORE_MAX:
+            self._prune_scrolls()
+        self._scrolls[token] = scroll
+        return token
+
+    def _prune_scrolls(self) -> None:
+        ttl = self._config.scroll_ttl_s
+        now = time.monotonic()
+        for token in [t for t, s in self._scrolls.items() if now - s.issued > ttl]:
+            del self._scrolls[token]
+        while len(self._scrolls) >= SCROLL_STORE_MAX:  # still full: forget the oldest
+            del self._scrolls[next(iter(self._scrolls))]
+
+    def _list_leads(self, cfg: SimConfig, query: dict[str, str]) -> _Answer:
+        limit = _int_param(query, "limit")
+        if limit is not None and not 1 <= limit <= 100:
+            raise ApiError(400, 20042, "LIMIT_NOT_VALID: limit must be between 1 and 100")
+        offset = _int_param(query, "offset")
+        if offset is not None and offset < 0:
+            raise _invalid("offset must be >= 0")
+        desc = _bool_param(query, "desc")
+        scroll_id = query.get("scrollId", "")
+        with self._lock:
+            if scroll_id:
+                scroll = self._scrolls.get(scroll_id)
+                if scroll is None or time.monotonic() - scroll.issued > cfg.scroll_ttl_s:
+                    raise _invalid("scrollId expired or unknown")
+                # The scroll keeps its ordering (sort/desc are fixed at its start, and the
+                # ordering is frozen so leads that existed throughout are never skipped or
+                # repeated); a limit sent along with the scrollId is honoured.
+                order, pos, page_limit = scroll.order, scroll.pos, limit or scroll.limit
+            else:
+                order = self._order(query.get("sort") or "Default", True if desc is None else desc)
+                pos, page_limit = offset or 0, limit or cfg.leads_default_limit
+            page: list[bytes] = []
+            i = pos
+            while i < len(order) and len(page) < page_limit:
+                st = self._data.leads[order[i]]
+                if not st.deleted:  # deleted mid-scroll: just not served
+                    page.append(self._lead_json(st))
+                i += 1
+            meta: dict[str, Any] = {
+                "collection": "leads",
+                "limit": page_limit,
+                "offset": pos,
+                "total": self._n_current,
+            }
+            # Elasticsearch-style end: every non-empty page carries a scrollId; the page after the
+            # last lead is empty and has none.
+            if page:
+                meta["scrollId"] = self._issue_scroll(
+                    _Scroll(order, i, page_limit, time.monotonic())
+                )
+        body = b"".join(
+            (
+                b'{"',
+                cfg.metadata_key.encode(),
+                b'":',
+                dumps(meta),
+                b',"leads":[',
+                b",".join(page),
+                b"]}",
+            )
+        )
+        return _Answer(200, body)
+
+    # ------------------------------------------------------------------ /v1.0/communication/call
+
+    def _call_entry(self, st: LeadState) -> tuple[list[int], list[bytes]]:
+        """(ids, serialized calls), ascending id; LRU-cached. Call under the lock."""
+        entry = self._call_cache.get(st.idx)
+        if entry is not None:
+            self._call_cache.move_to_end(st.idx)
+            return entry
+        calls = self._data.calls(st)
+        entry = ([c["id"] for c in calls], [dumps(c) for c in calls])
+        self._call_cache[st.idx] = entry
+        self._cached_calls += len(calls)
+        while self._cached_calls > CALL_CACHE_MAX_CALLS and len(self._call_cache) > 1:
+            _, (old_ids, _) = self._call_cache.popitem(last=False)
+            self._cached_calls -= len(old_ids)
+        return entry
+
+    def _list_calls(self, cfg: SimConfig, query: dict[str, str], fault: str | None) -> _Answer:
+        if query.get("leadId", "") == "":
+            raise _invalid("leadId is required")
+        lead_id = _int_param(query, "leadId")
+        assert lead_id is not None
+        if lead_id < 1:
+            raise _invalid("leadId must be >= 1")
+        limit = _int_param(query, "limit")
+        limit = 10 if limit is None else limit
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, 20042, "LIMIT_NOT_VALID: limit must be between 1 and 1000")
+        offset = _int_param(query, "offset") or 0
+        if offset < 0:
+            raise _invalid("offset must be >= 0")
+        current = _int_param(query, "currentId") or 0
+        if current < 0:
+            raise _invalid("currentId must be >= 0")
+        with self._lock:
+            st = self._data.by_id.get(lead_id)
+            if st is None or st.deleted or st.calls_gone:
+                return _Answer(404, BODY_404_LEAD)
+            if fault == Fault.LEAD_DELETED:
+                # "Deleted between the listing and the call fetch", and it stays that way.
+                st.calls_gone = True
+                self._invalidate(st.idx)
+                return _Answer(404, BODY_404_LEAD, fault_applied=True)
+            ids, chunks = self._call_entry(st)
+        if current > 0:
+            # Cursor mode: ascending ids after (exclusive) or from (inclusive) currentId; offset
+            # is ignored, as on Lofty's other currentId endpoints.
+            if cfg.cursor_mode == "exclusive":
+                start = bisect.bisect_right(ids, current)
+            else:
+                start = bisect.bisect_left(ids, current)
+            selected = chunks[start : start + limit]
+        else:
+            # Offset mode: newest first.
+            end = len(chunks) - offset
+            selected = chunks[max(0, end - limit) : end][::-1] if end > 0 else []
+        return _Answer(200, b'{"calls":[' + b",".join(selected) + b"]}")
+
+    # ------------------------------------------------------------------ /_sim/ control
+
+    def _control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        """Handle ``/_sim/...`` (no auth, no rate limit, not counted)."""
+        routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
+            ("GET", "/_sim/stats"): lambda _: self.counters,
+            ("GET", "/_sim/truth"): lambda _: {"leads": self.leads(), "calls": self.all_calls()},
+            ("GET", "/_sim/config"): lambda _: self._config.to_json(),
+            ("POST", "/_sim/append"): lambda a: self.append_calls(**a),
+            ("POST", "/_sim/configure"): lambda a: self.configure(**a).to_json(),
+            ("POST", "/_sim/delete_lead"): lambda a: self.delete_lead(int(a["lead_id"])),
+            ("POST", "/_sim/delete_after_listing"): lambda a: self.delete_after_listing(
+                {int(i) for i in a["lead_ids"]}
+            ),
+            ("POST", "/_sim/reset_counters"): lambda _: self.reset_counters(),
+        }
+        route = routes.get((method, path))
+        if route is None:
+            return 404, {"error": f"no such control endpoint: {method} {path}"}
+        try:
+            args = json.loads(body) if body.strip() else {}
+            if not isinstance(args, dict):
+                raise ValueError("body must be a JSON object")
+            result = route(args)
+        except (ValueError, TypeError, KeyError) as err:
+            return 400, {"error": f"{type(err).__name__}: {err}"}
+        return 200, {"ok": True} if result is None else result
+
+
+def _opaque(seed_text: str) -> str:
+    """Turn a deterministic string into an opaque, URL-safe, Elasticsearch-looking token."""
+    digest = hashlib.sha256(seed_text.encode()).digest()
+    return "DXF1ZXJ5" + base64.urlsafe_b64encode(digest).decode().rstrip("=")

@@ -1,0 +1,792 @@
+"""Contract tests for the Lofty API simulator itself (issue 2)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from lofty_sim import Fault, LoftySimulator, SimConfig
+
+TIMEOUT = 5.0
+CALL_FIELDS = {
+    "id", "dialerCallRecordId", "userId", "userPhoneNumber", "leadId", "leadPhoneNumber",
+    "direction", "status", "startTime", "endTime", "duration", "callingOutcome", "rateScore",
+    "recordingSwitch", "showUserNumber", "createTime", "updateTime", "note", "isMachineAnswered",
+    "price", "agentId", "elapsedTime",
+}  # fmt: skip
+DIALER_ONLY = {
+    "dialerCallRecordId", "elapsedTime", "status", "recordingSwitch", "isMachineAnswered",
+    "price", "showUserNumber",
+}  # fmt: skip
+CALL_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
+LEAD_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dGMT$")
+
+
+def get(
+    sim: LoftySimulator,
+    path: str,
+    params: dict[str, Any] | None = None,
+    auth: str | None = "key",
+    timeout: float = TIMEOUT,
+) -> requests.Response:
+    """GET with the API key (``auth="key"``), the access token (``"bearer"``) or a raw header."""
+    headers = {}
+    if auth == "key":
+        headers["Authorization"] = f"token {sim.config.api_key}"
+    elif auth == "bearer":
+        headers["Authorization"] = f"Bearer {sim.config.access_token}"
+    elif auth is not None:
+        headers["Authorization"] = auth
+    return requests.get(sim.url + path, params=params, headers=headers, timeout=timeout)
+
+
+def leads_page(sim: LoftySimulator, **params: Any) -> dict[str, Any]:
+    resp = get(sim, "/v1.0/leads", params)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def calls_page(sim: LoftySimulator, **params: Any) -> list[dict[str, Any]]:
+    resp = get(sim, "/v1.0/communication/call", params)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert list(body) == ["calls"]  # no total, no cursor
+    return body["calls"]
+
+
+def scroll_all(sim: LoftySimulator, **first: Any) -> tuple[list[int], list[dict[str, Any]]]:
+    """Scroll to the end sending only scrollId after the first page; return ids and metadata."""
+    body = leads_page(sim, **first)
+    ids: list[int] = []
+    metas = []
+    while True:
+        metas.append(body["_metadata"])
+        ids += [lead["leadId"] for lead in body["leads"]]
+        token = body["_metadata"].get("scrollId")
+        if not token:
+            return ids, metas
+        body = leads_page(sim, scrollId=token)
+
+
+def lead_with_calls(sim: LoftySimulator, at_least: int) -> int:
+    return next(i for i in sim.lead_ids() if len(sim.calls(i)) >= at_least)
+
+
+# ----------------------------------------------------------------------------- /v1.0/leads
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "1000"])
+def test_leads_limit_out_of_range_is_400_limit_not_valid(make_sim, limit):
+    sim = make_sim(leads=5)
+    resp = get(sim, "/v1.0/leads", {"limit": limit})
+    assert resp.status_code == 400
+    assert resp.json() == {
+        "code": 20042,
+        "message": "LIMIT_NOT_VALID: limit must be between 1 and 100",
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"limit": "ten"}, "INVALID_PARAMETER: limit must be an integer"),
+        ({"limit": "1_0"}, "INVALID_PARAMETER: limit must be an integer"),
+        ({"offset": "x"}, "INVALID_PARAMETER: offset must be an integer"),
+        ({"offset": "-3"}, "INVALID_PARAMETER: offset must be >= 0"),
+        ({"desc": "maybe"}, "INVALID_PARAMETER: desc must be true or false"),
+    ],
+)
+def test_leads_invalid_parameters_are_400_invalid_parameter(make_sim, params, message):
+    sim = make_sim(leads=5)
+    resp = get(sim, "/v1.0/leads", params)
+    assert resp.status_code == 400
+    assert resp.json() == {"code": 20012, "message": message}
+
+
+def test_leads_default_limit_metadata_and_unknown_params(make_sim):
+    sim = make_sim(leads=30)
+    body = leads_page(sim, pageSize=5, keyword="x", sortField="name")  # undocumented: ignored
+    meta = body["_metadata"]
+    assert list(body) == ["_metadata", "leads"]
+    assert meta["collection"] == "leads"
+    assert (meta["limit"], meta["offset"], meta["total"]) == (25, 0, 30)
+    assert isinstance(meta["scrollId"], str)
+    assert meta["scrollId"]
+    assert len(body["leads"]) == 25
+    assert [lead["leadId"] for lead in leads_page(sim, limit=1, offset=0)["leads"]] == [
+        body["leads"][0]["leadId"]
+    ]
+    for bounds in ("1", "100"):
+        assert get(sim, "/v1.0/leads", {"limit": bounds}).status_code == 200
+
+
+def test_leads_default_limit_is_configurable(make_sim):
+    sim = make_sim(leads=30, leads_default_limit=7)
+    assert len(leads_page(sim)["leads"]) == 7
+
+
+def test_default_order_is_newest_first_and_offset_pages(make_sim):
+    sim = make_sim(leads=40)
+    newest_first = sorted(sim.lead_ids(), reverse=True)
+    first = leads_page(sim, limit=15)
+    second = leads_page(sim, limit=15, offset=15)
+    assert [x["leadId"] for x in first["leads"]] == newest_first[:15]
+    assert [x["leadId"] for x in second["leads"]] == newest_first[15:30]
+    assert second["_metadata"]["offset"] == 15
+    assert leads_page(sim, limit=10, offset=40)["leads"] == []
+
+
+def test_sort_create_time_ascending_and_last_call(make_sim):
+    sim = make_sim(leads=60, calls_per_lead_mean=3)
+    asc = leads_page(sim, sort="CreateTime", desc="false", limit=100)["leads"]
+    assert [x["leadId"] for x in asc] == sorted(sim.lead_ids())
+    assert [x["createTime"] for x in asc] == sorted(x["createTime"] for x in asc)
+
+    by_call = leads_page(sim, sort="LastCall", desc="true", limit=100)["leads"]
+    last_call = {i: (sim.calls(i)[-1]["id"] if sim.calls(i) else -1) for i in sim.lead_ids()}
+    keys = [last_call[x["leadId"]] for x in by_call]
+    assert keys == sorted(keys, reverse=True)
+    assert keys[-1] == -1  # leads without calls come last
+
+    for sort in ("LastActivity", "Score", "Inquries"):  # others accepted
+        got = leads_page(sim, sort=sort, limit=100)["leads"]
+        assert sorted(x["leadId"] for x in got) == sorted(sim.lead_ids())
+
+
+def test_scroll_to_the_end_returns_every_lead_once_then_empty_page(make_sim):
+    sim = make_sim(leads=53)
+    ids, metas = scroll_all(sim, limit=10)
+    assert sorted(ids) == sorted(sim.lead_ids())
+    assert len(ids) == len(set(ids)) == 53
+    # 6 non-empty pages, each with a scrollId, then an empty page without one.
+    assert len(metas) == 7
+    assert all(m["scrollId"] for m in metas[:6])
+    assert "scrollId" not in metas[-1]
+    assert metas[-1]["total"] == 53
+    assert sim.counters["GET /v1.0/leads 200"] == 7
+
+
+def test_scroll_token_can_be_retried(make_sim):
+    sim = make_sim(leads=30)
+    token = leads_page(sim, limit=10)["_metadata"]["scrollId"]
+    again = [get(sim, "/v1.0/leads", {"scrollId": token}).content for _ in range(2)]
+    assert json.loads(again[0])["leads"] == json.loads(again[1])["leads"]
+
+
+@pytest.mark.parametrize("sort", ["Default", "LastCall"])
+def test_scroll_never_skips_or_repeats_under_deletes_and_appends(make_sim, sort):
+    sim = make_sim(leads=45, calls_per_lead_mean=2)
+    first = leads_page(sim, limit=10, sort=sort)
+    seen = [x["leadId"] for x in first["leads"]]
+    unseen = [i for i in sim.lead_ids() if i not in seen]
+    sim.delete_lead(unseen[0])  # not served yet: must not appear
+    sim.delete_lead(seen[0])  # already served: nothing changes
+    # New calls reorder the LastCall sort and add leads mid-scroll.
+    sim.append_calls(existing_leads=20, new_leads=3, calls_per_lead=2)
+    token = first["_metadata"]["scrollId"]
+    while token:
+        body = leads_page(sim, scrollId=token)
+        seen += [x["leadId"] for x in body["leads"]]
+        token = body["_metadata"].get("scrollId")
+    assert len(seen) == len(set(seen))
+    existed_throughout = set(unseen[1:]) | set(seen[:10])
+    assert existed_throughout <= set(seen)
+    assert unseen[0] not in seen
+
+
+def test_scroll_id_expires(make_sim):
+    sim = make_sim(leads=30, scroll_ttl_s=0.2)
+    token = leads_page(sim, limit=10)["_metadata"]["scrollId"]
+    assert get(sim, "/v1.0/leads", {"scrollId": token}).status_code == 200
+    time.sleep(0.3)
+    for bad in (token, "not-a-token"):
+        resp = get(sim, "/v1.0/leads", {"scrollId": bad})
+        assert resp.status_code == 400
+        assert resp.json() == {
+            "code": 20012,
+            "message": "INVALID_PARAMETER: scrollId expired or unknown",
+        }
+
+
+def test_metadata_key_switch(make_sim):
+    sim = make_sim(leads=3, metadata_key="get_metadata")
+    body = leads_page(sim)
+    assert "get_metadata" in body
+    assert "_metadata" not in body
+    assert body["get_metadata"]["total"] == 3
+    sim.configure(metadata_key="_metadata")
+    assert "_metadata" in leads_page(sim)
+
+
+def test_lead_objects_carry_documented_fields(make_sim):
+    sim = make_sim(leads=80)
+    leads = sim.leads()
+    assert leads == sorted(leads, key=lambda x: x["leadId"])
+    for lead in leads:
+        assert lead["leadId"] > 2**53
+        for key in ("createTime", "assignTime", "lastUpdateTime"):
+            assert LEAD_TIME.match(lead[key]), lead[key]
+        for key in ("emails", "phones", "tags", "leadTypes", "segments", "leadPropertyList"):
+            assert isinstance(lead[key], list)
+        for tag in lead["tags"]:
+            assert set(tag) == {
+                "leadId", "tagId", "createTime", "updateTime", "tagName", "creatorUserId",
+                "visibleType",
+            }  # fmt: skip
+            assert tag["leadId"] == lead["leadId"]
+        assert {"priceMin", "priceMax", "locations", "bathroomsMin"} <= set(lead["leadInquiry"])
+        assert isinstance(lead["leadInquiry"]["bathroomsMin"], str)
+        for flag in ("cannotText", "cannotCall", "cannotEmail", "hiddenFlag", "unsubscription"):
+            assert isinstance(lead[flag], bool)
+        assert lead["ownershipScope"] in ("TEAM", "OFFICE", "PERSONAL")
+    names = " ".join(f"{x['firstName']} {x['lastName']}" for x in leads)
+    assert not names.isascii()
+    assert any(x["leadSource"] == -1 for x in leads)
+    assert any(x["opportunity"] is None for x in leads)
+    assert any(x["leadPropertyList"] for x in leads)
+    # Served bytes are exactly the ground truth.
+    served = leads_page(sim, sort="CreateTime", desc="false", limit=100)["leads"]
+    assert served == leads
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "body"),
+    [
+        ({}, 400, {"code": 20012, "message": "INVALID_PARAMETER: leadId is required"}),
+        ({"leadId": ""}, 400, {"code": 20012, "message": "INVALID_PARAMETER: leadId is required"}),
+        (
+            {"leadId": "0"},
+            400,
+            {"code": 20012, "message": "INVALID_PARAMETER: leadId must be >= 1"},
+        ),
+        (
+            {"leadId": "-4"},
+            400,
+            {"code": 20012, "message": "INVALID_PARAMETER: leadId must be >= 1"},
+        ),
+        (
+            {"leadId": "abc"},
+            400,
+            {"code": 20012, "message": "INVALID_PARAMETER: leadId must be an integer"},
+        ),
+        (
+            {"leadId": "LEAD", "limit": "0"},
+            400,
+            {"code": 20042, "message": "LIMIT_NOT_VALID: limit must be between 1 and 1000"},
+        ),
+        (
+            {"leadId": "LEAD", "limit": "1001"},
+            400,
+            {"code": 20042, "message": "LIMIT_NOT_VALID: limit must be between 1 and 1000"},
+        ),
+        (
+            {"leadId": "LEAD", "offset": "-1"},
+            400,
+            {"code": 20012, "message": "INVALID_PARAMETER: offset must be >= 0"},
+        ),
+        (
+            {"leadId": "LEAD", "currentId": "-1"},
+            400,
+            {"code": 20012, "message": "INVALID_PARAMETER: currentId must be >= 0"},
+        ),
+        (
+            {"leadId": "LEAD", "currentId": "1.5"},
+            400,
+            {"code": 20012, "message": "INVALID_PARAMETER: currentId must be an integer"},
+        ),
+        ({"leadId": "123456789"}, 404, {"code": 20006, "message": "LEAD_NOT_EXIST"}),
+    ],
+)
+def test_calls_parameter_validation(make_sim, params, status, body):
+    sim = make_sim(leads=5)
+    params = {k: (str(sim.lead_ids()[0]) if v == "LEAD" else v) for k, v in params.items()}
+    resp = get(sim, "/v1.0/communication/call", params)
+    assert resp.status_code == status
+    assert resp.json() == body
+
+
+def test_calls_default_limit_and_descending_offset_mode(make_sim):
+    sim = make_sim(leads=20, calls_per_lead_mean=12)
+    lead = lead_with_calls(sim, 25)
+    newest_first = [c["id"] for c in reversed(sim.calls(lead))]
+    assert [c["id"] for c in calls_page(sim, leadId=lead)] == newest_first[:10]
+    assert [c["id"] for c in calls_page(sim, leadId=lead, currentId=0)] == newest_first[:10]
+    got: list[int] = []
+    offset = 0
+    while page := calls_page(sim, leadId=lead, limit=7, offset=offset):
+        got += [c["id"] for c in page]
+        offset += 7
+    assert got == newest_first
+    assert calls_page(sim, leadId=lead, offset=len(newest_first)) == []
+    for bound in (1, 1000):
+        assert len(calls_page(sim, leadId=lead, limit=bound)) == min(bound, len(newest_first))
+
+
+def test_cursor_exclusive_walks_ascending_and_ignores_offset(make_sim):
+    sim = make_sim(leads=20, calls_per_lead_mean=12, cursor_mode="exclusive")
+    lead = lead_with_calls(sim, 25)
+    want = [c["id"] for c in sim.calls(lead)]
+    page = calls_page(sim, leadId=lead, currentId=want[4], limit=3, offset=50)
+    assert [c["id"] for c in page] == want[5:8]
+    got: list[int] = []
+    cursor = 1
+    while page := calls_page(sim, leadId=lead, currentId=cursor, limit=6):
+        got += [c["id"] for c in page]
+        cursor = page[-1]["id"]
+    assert got == want
+
+
+def test_cursor_inclusive_starts_at_current_id(make_sim):
+    sim = make_sim(leads=20, calls_per_lead_mean=12, cursor_mode="inclusive")
+    lead = lead_with_calls(sim, 25)
+    want = [c["id"] for c in sim.calls(lead)]
+    page = calls_page(sim, leadId=lead, currentId=want[4], limit=3)
+    assert [c["id"] for c in page] == want[4:7]
+    last = calls_page(sim, leadId=lead, currentId=want[-1], limit=5)
+    assert [c["id"] for c in last] == [want[-1]]
+    sim.configure(cursor_mode="exclusive")  # switchable at runtime
+    assert calls_page(sim, leadId=lead, currentId=want[-1], limit=5) == []
+
+
+def test_call_records_fields_enums_and_formats(make_sim):
+    sim = make_sim(leads=60, calls_per_lead_mean=10)
+    calls = sim.all_calls()
+    assert len(calls) == sim.total_calls() > 300
+    manual = [c for c in calls if "status" not in c]
+    dialer = [c for c in calls if "status" in c]
+    assert 0.08 < len(manual) / len(calls) < 0.25
+    for call in dialer:
+        assert set(call) == CALL_FIELDS
+        assert call["status"] in ("Completed", "Missed", "Failed", "Busy", "NoAnswer", "VoiceMail")
+        assert isinstance(call["price"], float)
+        assert re.fullmatch(r"\d\d:\d\d", call["elapsedTime"])
+    for call in manual:
+        assert set(call) == CALL_FIELDS - DIALER_ONLY
+    for call in calls:
+        assert call["direction"] in ("Outbound", "Inbound")
+        assert call["callingOutcome"] in (
+            "Talked", "VoiceMessage", "NoAnswer", "BadNumber", "DNCNumber", "DNCContact",
+        )  # fmt: skip
+        assert 0 <= call["rateScore"] <= 5
+        for key in ("startTime", "endTime", "createTime", "updateTime"):
+            assert CALL_TIME.match(call[key]), call[key]
+    notes = [c["note"] for c in calls]
+    assert None in notes
+    assert any(n and not n.isascii() for n in notes)
+
+
+def test_call_ids_exceed_2_53_are_exact_unique_and_time_ordered(make_sim):
+    sim = make_sim(leads=40, calls_per_lead_mean=6)
+    calls = sim.all_calls()
+    ids = [c["id"] for c in calls]
+    assert min(ids) > 2**53
+    assert len(set(ids)) == len(ids)
+    assert [c["createTime"] for c in calls] == sorted(c["createTime"] for c in calls)
+    assert any(i % 2 == 1 and float(i) != i for i in ids)
+    # The wire text holds the exact digits.
+    lead = lead_with_calls(sim, 3)
+    resp = get(sim, "/v1.0/communication/call", {"leadId": lead, "limit": 1000})
+    wire = [int(x) for x in re.findall(rb'"id":(\d+)', resp.content)]
+    assert wire == [c["id"] for c in reversed(sim.calls(lead))]
+
+
+def test_big_lead_has_more_than_2500_calls_over_several_pages(make_sim):
+    sim = make_sim(leads=3, calls_per_lead_mean=2, big_leads=1)
+    big = max(sim.lead_ids(), key=lambda i: len(sim.calls(i)))
+    want = [c["id"] for c in sim.calls(big)]
+    assert 2600 <= len(want) <= 3200
+    pages = []
+    cursor = 1
+    while page := calls_page(sim, leadId=big, currentId=cursor, limit=1000):
+        pages.append(len(page))
+        cursor = page[-1]["id"]
+    assert pages[:2] == [1000, 1000]
+    assert len(pages) == -(-len(want) // 1000)
+    assert sum(pages) == len(want)
+
+
+def test_zero_big_leads_and_leads_without_calls(make_sim):
+    sim = make_sim(leads=100, calls_per_lead_mean=4, big_leads=0)
+    counts = [len(sim.calls(i)) for i in sim.lead_ids()]
+    assert max(counts) < 2600
+    assert 3 <= counts.count(0) <= 25
+    empty = sim.lead_ids()[counts.index(0)]
+    assert calls_page(sim, leadId=empty) == []
+
+
+# ----------------------------------------------------------------------------- auth
+
+
+@pytest.mark.parametrize("form", ["token {key}", "Token {key}", "Bearer {tok}", "bearer {tok}"])
+def test_both_auth_header_forms_are_accepted(make_sim, form):
+    sim = make_sim(leads=3)
+    header = form.format(key=sim.config.api_key, tok=sim.config.access_token)
+    assert get(sim, "/v1.0/leads", auth=header).status_code == 200
+    lead = sim.lead_ids()[0]
+    assert get(sim, "/v1.0/communication/call", {"leadId": lead}, auth=header).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "Bearer wrong", "Bearer {key}", "token {tok}", "Basic {key}", "{key}"]
+)
+def test_bad_or_missing_credentials_are_401(make_sim, header):
+    sim = make_sim(leads=3)
+    if header is not None:
+        header = header.format(key=sim.config.api_key, tok=sim.config.access_token)
+    for path in ("/v1.0/leads", "/v1.0/communication/call"):
+        resp = get(sim, path, {"leadId": sim.lead_ids()[0]}, auth=header)
+        assert resp.status_code == 401
+        assert resp.json() == {"code": 401, "message": "BAD_CREDENTIALS: invalid or missing token"}
+        assert "X-RateLimit-Remaining" in resp.headers
+
+
+def test_token_without_calls_scope_gets_403_on_calls_only(make_sim):
+    sim = make_sim(leads=3)
+    header = f"Bearer {sim.config.no_calls_scope_token}"
+    assert get(sim, "/v1.0/leads", auth=header).status_code == 200
+    resp = get(sim, "/v1.0/communication/call", {"leadId": sim.lead_ids()[0]}, auth=header)
+    assert resp.status_code == 403
+    assert resp.json() == {
+        "code": 200100,
+        "message": "Sorry, the vendor does not have permission for this API.",
+    }
+
+
+def test_unknown_path_and_method(make_sim):
+    sim = make_sim(leads=3)
+    resp = get(sim, "/v1.0/nothing")
+    assert (resp.status_code, resp.json()["code"]) == (404, 20007)
+    headers = {"Authorization": f"token {sim.config.api_key}"}
+    resp = requests.post(sim.url + "/v1.0/leads", json={}, headers=headers, timeout=TIMEOUT)
+    assert resp.status_code == 405
+
+
+# ----------------------------------------------------------------------------- rate limit
+
+
+def test_rate_limit_headers_429_and_window_reset(make_sim):
+    sim = make_sim(leads=3, rate_limit=5, rate_window_s=1.0)
+    before = time.time()
+    remaining = []
+    for _ in range(5):
+        resp = get(sim, "/v1.0/leads")
+        assert resp.status_code == 200
+        assert resp.headers["X-RateLimit-Limit"] == "5"
+        remaining.append(int(resp.headers["X-RateLimit-Remaining"]))
+        reset = int(resp.headers["X-RateLimit-Reset"])
+        assert before < reset <= before + 2  # UTC epoch seconds
+    assert remaining == [4, 3, 2, 1, 0]
+    resp = get(sim, "/v1.0/leads")
+    assert resp.status_code == 429
+    assert resp.json() == {"message": "Too Many Requests"}
+    assert "Retry-After" not in resp.headers
+    assert resp.headers["X-RateLimit-Remaining"] == "0"
+    # 429s do not consume budget: the next window starts fresh.
+    time.sleep(max(0.0, int(resp.headers["X-RateLimit-Reset"]) - time.time()) + 0.05)
+    resp = get(sim, "/v1.0/leads")
+    assert resp.status_code == 200
+    assert resp.headers["X-RateLimit-Remaining"] == "4"
+    statuses = [status for _, _, status in sim.request_log]
+    assert statuses == [200] * 5 + [429, 200]
+    assert sim.counters["GET /v1.0/leads 429"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["epoch_ms", "seconds"])
+def test_reset_header_formats(make_sim, fmt):
+    sim = make_sim(leads=3, rate_limit=10, rate_window_s=60.0, reset_header=fmt)
+    reset = int(get(sim, "/v1.0/leads").headers["X-RateLimit-Reset"])
+    if fmt == "epoch_ms":
+        assert abs(reset - (time.time() + 60) * 1000) < 3000
+    else:
+        assert 58 <= reset <= 60
+
+
+def test_unlimited_rate_still_sends_headers(make_sim):
+    sim = make_sim(leads=3, rate_limit=None)
+    for _ in range(3):
+        resp = get(sim, "/v1.0/leads")
+        assert resp.status_code == 200
+    assert int(resp.headers["X-RateLimit-Limit"]) >= 1_000_000
+    assert "X-RateLimit-Reset" in resp.headers
+    sim.configure(rate_limit=1)
+    assert [get(sim, "/v1.0/leads").status_code for _ in range(2)] == [200, 429]
+
+
+# ----------------------------------------------------------------------------- faults and latency
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"), [("500_json", 500), ("503_json", 503), ("502_html", 502)]
+)
+def test_error_faults(make_sim, kind, status):
+    sim = make_sim(leads=3, faults_at={2: kind})
+    assert get(sim, "/v1.0/leads").status_code == 200
+    resp = get(sim, "/v1.0/leads")
+    assert resp.status_code == status
+    assert "X-RateLimit-Limit" in resp.headers
+    if kind == "502_html":
+        assert resp.headers["Content-Type"].startswith("text/html")
+        assert "<html>" in resp.text
+    else:
+        assert resp.json() == {"code": 20005, "message": "internal error"}
+    assert get(sim, "/v1.0/leads").status_code == 200
+    assert sim.counters[f"faults:{kind}"] == 1
+    assert sim.counters[f"GET /v1.0/leads {status}"] == 1
+
+
+def test_truncated_json_fault(make_sim):
+    sim = make_sim(leads=3, faults_at={1: Fault.TRUNCATED_JSON})
+    lead = sim.lead_ids()[0]
+    resp = get(sim, "/v1.0/communication/call", {"leadId": lead})
+    assert resp.status_code == 200
+    assert int(resp.headers["Content-Length"]) == len(resp.content)
+    with pytest.raises(ValueError):
+        resp.json()
+    assert sim.counters["faults:truncated_json"] == 1
+
+
+def test_dropped_connection_fault(make_sim):
+    sim = make_sim(leads=3, faults_at={1: "drop_connection"})
+    with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)):
+        get(sim, "/v1.0/leads")
+    assert get(sim, "/v1.0/leads").status_code == 200
+    assert sim.counters["faults:drop_connection"] == 1
+
+
+def test_slow_fault_outlasts_the_client_timeout(make_sim):
+    sim = make_sim(leads=3, slow_s=1.0, faults_at={1: "slow", 2: "slow"})
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        get(sim, "/v1.0/leads", timeout=0.3)
+    started = time.monotonic()
+    assert get(sim, "/v1.0/leads", timeout=3).status_code == 200  # slow, then normal
+    assert time.monotonic() - started >= 1.0
+    assert sim.counters["faults:slow"] == 2
+
+
+def test_lead_deleted_fault_sticks(make_sim):
+    sim = make_sim(leads=4, calls_per_lead_mean=3, faults_at={1: "lead_deleted"})
+    lead = sim.lead_ids()[0]
+    for _ in range(2):
+        resp = get(sim, "/v1.0/communication/call", {"leadId": lead})
+        assert (resp.status_code, resp.json()) == (
+            404,
+            {"code": 20006, "message": "LEAD_NOT_EXIST"},
+        )
+    assert lead in sim.lead_ids()
+    assert sim.calls(lead) == []
+    assert sim.counters["faults:lead_deleted"] == 1
+
+
+def test_fault_rate_is_seeded_and_reproducible(make_sim):
+    statuses = []
+    for _ in range(2):
+        sim = make_sim(leads=3, seed=5, fault_rate=0.3, fault_kinds=("500_json", "503_json"))
+        statuses.append([get(sim, "/v1.0/leads").status_code for _ in range(40)])
+    assert statuses[0] == statuses[1]
+    assert 3 <= sum(s != 200 for s in statuses[0]) <= 25
+
+
+def test_latency_and_jitter(make_sim):
+    sim = make_sim(leads=3, latency_s=0.15, jitter_s=0.05)
+    started = time.monotonic()
+    assert get(sim, "/v1.0/leads").status_code == 200
+    assert 0.15 <= time.monotonic() - started < 1.0
+    sim.configure(latency_s=0.0, jitter_s=0.0)
+    started = time.monotonic()
+    get(sim, "/v1.0/leads")
+    assert time.monotonic() - started < 0.15
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def test_same_seed_gives_identical_bytes(make_sim):
+    def transcript(sim: LoftySimulator) -> list[bytes]:
+        out = []
+        body = get(sim, "/v1.0/leads", {"limit": 40})
+        out.append(body.content)
+        out.append(
+            get(sim, "/v1.0/leads", {"scrollId": body.json()["_metadata"]["scrollId"]}).content
+        )
+        for lead in sim.lead_ids()[:10]:
+            out.append(
+                get(sim, "/v1.0/communication/call", {"leadId": lead, "limit": 1000}).content
+            )
+        return out
+
+    a = transcript(make_sim(leads=50, seed=42))
+    b = transcript(make_sim(leads=50, seed=42))
+    c = transcript(make_sim(leads=50, seed=43))
+    assert a == b
+    assert a[0] != c[0]
+
+
+def test_append_calls_to_existing_and_new_leads(make_sim):
+    sim = make_sim(leads=20, calls_per_lead_mean=4, big_leads=0)
+    old_calls = sim.all_calls()
+    old_leads = set(sim.lead_ids())
+    new = sim.append_calls(existing_leads=3, new_leads=2, calls_per_lead=2)
+    assert len(new) == 10
+    assert min(c["id"] for c in new) > max(c["id"] for c in old_calls)
+    assert min(c["createTime"] for c in new) >= max(c["createTime"] for c in old_calls)
+    assert [c["id"] for c in new] == sorted(c["id"] for c in new)
+    new_leads = set(sim.lead_ids()) - old_leads
+    assert len(new_leads) == 2
+    assert min(new_leads) > max(old_leads)
+    assert {c["leadId"] for c in new} - old_leads == new_leads
+    assert len({c["leadId"] for c in new} & old_leads) == 3
+    assert sim.total_calls() == len(old_calls) + 10
+    assert {c["id"] for c in sim.all_calls()} == {c["id"] for c in old_calls + new}
+    # Served: new leads first in the default order, new calls first in offset mode.
+    page = leads_page(sim, limit=2)
+    assert {x["leadId"] for x in page["leads"]} == new_leads
+    assert page["_metadata"]["total"] == 22
+    existing = next(c["leadId"] for c in new if c["leadId"] in old_leads)
+    served = calls_page(sim, leadId=existing, limit=2)
+    assert served == sorted((c for c in new if c["leadId"] == existing), key=lambda c: -c["id"])
+    lead = next(x for x in sim.leads() if x["leadId"] == existing)
+    assert lead["lastTouch"].removesuffix("GMT").replace("T", " ") == served[0]["createTime"]
+
+
+def test_delete_lead(make_sim):
+    sim = make_sim(leads=10, calls_per_lead_mean=3)
+    gone = sim.lead_ids()[4]
+    sim.delete_lead(gone)
+    assert gone not in sim.lead_ids()
+    body = leads_page(sim, limit=100)
+    assert gone not in [x["leadId"] for x in body["leads"]]
+    assert body["_metadata"]["total"] == 9
+    resp = get(sim, "/v1.0/communication/call", {"leadId": gone})
+    assert (resp.status_code, resp.json()) == (404, {"code": 20006, "message": "LEAD_NOT_EXIST"})
+
+
+def test_delete_after_listing(make_sim):
+    sim = make_sim(leads=10, calls_per_lead_mean=5, big_leads=0)
+    gone = lead_with_calls(sim, 1)
+    total = sim.total_calls()
+    lost = len(sim.calls(gone))
+    sim.delete_after_listing({gone})
+    assert gone in [x["leadId"] for x in leads_page(sim, limit=100)["leads"]]
+    resp = get(sim, "/v1.0/communication/call", {"leadId": gone})
+    assert (resp.status_code, resp.json()) == (404, {"code": 20006, "message": "LEAD_NOT_EXIST"})
+    assert sim.calls(gone) == []
+    assert sim.total_calls() == total - lost == len(sim.all_calls())
+    assert gone not in {c["leadId"] for c in sim.all_calls()}
+
+
+def test_large_data_set_starts_fast():
+    started = time.monotonic()
+    sim = LoftySimulator(SimConfig(leads=100_000, seed=1, calls_per_lead_mean=10, big_leads=3))
+    with sim:
+        elapsed = time.monotonic() - started
+        assert elapsed < 2.5, elapsed
+        assert 900_000 < sim.total_calls() < 1_100_000
+        assert get(sim, "/v1.0/leads", {"limit": 100}).status_code == 200
+
+
+def test_concurrent_clients(make_sim):
+    sim = make_sim(leads=30, calls_per_lead_mean=5, big_leads=0, rate_limit=None)
+    errors: list[str] = []
+    ids = sim.lead_ids()
+
+    def worker(offset: int) -> None:
+        with requests.Session() as session:
+            session.headers["Authorization"] = f"token {sim.config.api_key}"
+            for lead in ids[offset::4]:
+                resp = session.get(
+                    sim.url + "/v1.0/communication/call",
+                    params={"leadId": lead, "limit": 1000},
+                    timeout=TIMEOUT,
+                )
+                if [c["id"] for c in resp.json()["calls"]] != [
+                    c["id"] for c in reversed(sim.calls(lead))
+                ]:
+                    errors.append(f"lead {lead}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sim.counters["GET /v1.0/communication/call 200"] == 30
+    assert len(sim.request_log) == 30
+
+
+# ----------------------------------------------------------------------------- control
+
+
+def test_configure_validates():
+    sim = LoftySimulator(SimConfig(leads=2))
+    with pytest.raises(ValueError):
+        sim.configure(leads=5)
+    with pytest.raises(ValueError):
+        sim.configure(cursor_mode="sideways")
+    with pytest.raises(ValueError):
+        sim.configure(no_such_switch=1)
+    with pytest.raises(ValueError):
+        SimConfig(fault_kinds=("gremlins",))
+    assert sim.configure(fault_rate=0.5).fault_rate == 0.5
+
+
+def test_sim_http_endpoints(make_sim):
+    sim = make_sim(leads=6, calls_per_lead_mean=2, rate_limit=1)
+    assert get(sim, "/v1.0/leads").status_code == 200
+    appended = requests.post(
+        sim.url + "/_sim/append",
+        json={"existing_leads": 2, "new_leads": 1, "calls_per_lead": 2},
+        timeout=TIMEOUT,
+    )
+    assert appended.status_code == 200
+    assert len(appended.json()) == 6
+    truth = requests.get(sim.url + "/_sim/truth", timeout=TIMEOUT).json()
+    assert len(truth["leads"]) == 7
+    assert [c["id"] for c in truth["calls"]] == [c["id"] for c in sim.all_calls()]
+    config = requests.post(
+        sim.url + "/_sim/configure", json={"cursor_mode": "inclusive"}, timeout=TIMEOUT
+    )
+    assert config.json()["cursor_mode"] == "inclusive" == sim.config.cursor_mode
+    bad = requests.post(sim.url + "/_sim/configure", json={"seed": 3}, timeout=TIMEOUT)
+    assert bad.status_code == 400
+    stats = requests.get(sim.url + "/_sim/stats", timeout=TIMEOUT).json()
+    # /_sim/ requests are neither counted nor rate limited (rate_limit=1).
+    assert stats == {"GET /v1.0/leads 200": 1}
+    requests.post(sim.url + "/_sim/reset_counters", timeout=TIMEOUT)
+    assert sim.counters == {}
+    assert sim.request_log == []
+
+
+def test_cli_prints_url_and_credentials_and_stops_on_sigterm():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lofty_sim", "--port", "0", "--leads", "12", "--seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip() for _ in range(3)]
+        assert re.fullmatch(r"LOFTY_SIM_URL=http://127\.0\.0\.1:\d+", lines[0]), lines
+        assert lines[1].startswith("LOFTY_SIM_API_KEY=")
+        assert lines[2].startswith("LOFTY_SIM_ACCESS_TOKEN=")
+        url = lines[0].split("=", 1)[1]
+        for header in (f"token {lines[1].split('=', 1)[1]}", f"Bearer {lines[2].split('=', 1)[1]}"):
+            resp = requests.get(
+                url + "/v1.0/leads", headers={"Authorization": header}, timeout=TIMEOUT
+            )
+            assert resp.status_code == 200
+            assert resp.json()["_metadata"]["total"] == 12
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
