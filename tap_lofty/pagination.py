@@ -68,7 +68,9 @@ def scroll_leads(client: LoftyClient, page_size: int) -> Iterator[LeadsPage]:
             raise PaginationError(
                 f"GET {LEADS_PATH} returned 'leads' as {type(leads).__name__}, not a list."
             )
-        metadata: dict[str, Any] = next((body[k] for k in METADATA_KEYS if isinstance(body.get(k), dict)), {})
+        metadata: dict[str, Any] = next(
+            (body[k] for k in METADATA_KEYS if isinstance(body.get(k), dict)), {}
+        )
         fresh = []
         for lead in leads:
             lead_id = to_id(lead.get("leadId"), "leadId")

@@ -36,6 +36,7 @@ def _quiet(meter: M) -> M:
     meter.logger = _QUIET_METRICS
     return meter
 
+
 #: A lead Lofty no longer has when its calls are fetched.
 GONE = None
 
@@ -147,7 +148,7 @@ class CallsStream(LoftyStream):
 
     @property
     def bookmark(self) -> CallsBookmark:
-        """This run's bookmark, created from the incoming STATE on first use."""
+        """Return this run's bookmark, created from the incoming STATE on first use."""
         if self._bookmark is None:
             self._bookmark = CallsBookmark(self.stream_state)
         return self._bookmark
@@ -235,7 +236,9 @@ class CallsStream(LoftyStream):
             self.state_manager.is_flushed = False
 
     @override
-    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
         # The bookmark is advanced by CallsBookmark (cut-off rule), not by the SDK's
         # "highest value seen", which could skip calls created during the run.
         return

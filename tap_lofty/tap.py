@@ -118,7 +118,7 @@ class TapLofty(Tap):
         ),
         th.Property(
             "request_timeout",
-            th.NumberType(minimum=0.1),
+            th.NumberType(exclusive_minimum=0),
             default=60,
             title="Request timeout",
             description="Seconds to wait for one response before retrying it.",
@@ -237,7 +237,11 @@ class TapLofty(Tap):
         config: _ConfigInput = ctx.params.get("config", _ConfigInput())
         tap = cls(config=config.config, parse_env_config=config.parse_env, validate_config=True)
         outcome = tap.check_connection()  # raises LoftyError with the reason
-        LOGGER.info("Connection test passed: %s accepted the credential; %s.", tap.config["api_url"], outcome)
+        LOGGER.info(
+            "Connection test passed: %s accepted the credential; %s.",
+            tap.config["api_url"],
+            outcome,
+        )
         ctx.exit()
 
 

@@ -8,9 +8,12 @@ milliseconds. All of them are read; anything else is an error, never a guess.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 UTC = dt.timezone.utc
+#: Lofty's documented call time format, ``yyyy-MM-dd HH:mm:ss`` in UTC.
+_LOFTY_UTC = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
 
 
 def parse_lofty_time(value: str) -> dt.datetime | None:
@@ -46,6 +49,9 @@ def to_rfc3339(value: Any, field: str) -> str | None:
     """Convert a Lofty time field for output; empty values become None."""
     if value is None or value == "":
         return None
+    if isinstance(value, str) and _LOFTY_UTC.fullmatch(value):
+        # The common case, by string surgery: it is already UTC.
+        return f"{value[:10]}T{value[11:]}Z"
     if isinstance(value, int) and not isinstance(value, bool):
         return format_rfc3339(dt.datetime.fromtimestamp(value / 1000, tz=UTC))
     parsed = parse_lofty_time(value) if isinstance(value, str) else None

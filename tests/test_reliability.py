@@ -85,7 +85,9 @@ def exhaust_window(sim: Any) -> None:
 
 def test_429_waits_for_the_reset_then_completes(make_sim, caplog):
     caplog.set_level(logging.INFO, logger="tap_lofty")
-    sim = make_sim(leads=30, seed=3, calls_per_lead_mean=2, big_leads=0, rate_limit=20, rate_window_s=2.0)
+    sim = make_sim(
+        leads=30, seed=3, calls_per_lead_mean=2, big_leads=0, rate_limit=20, rate_window_s=2.0
+    )
     exhaust_window(sim)
     sim.reset_counters()
     out = run_tap(sim_config(sim))
@@ -114,7 +116,9 @@ def test_retries_exhausted_fail_clearly(make_sim, fast_backoff):
     assert sim.counters["GET /v1.0/leads 503"] == 4
 
 
-@pytest.mark.parametrize("kind", ["500_json", "502_html", "truncated_json", "drop_connection", "slow"])
+@pytest.mark.parametrize(
+    "kind", ["500_json", "502_html", "truncated_json", "drop_connection", "slow"]
+)
 def test_each_fault_kind_is_retried(make_sim, fast_backoff, kind):
     sim = make_sim(leads=8, seed=4, calls_per_lead_mean=3, big_leads=0, slow_s=1.0)
     sim.configure(faults_at={1: kind, 3: kind, 4: kind})
@@ -179,7 +183,7 @@ class CannedLofty(BaseHTTPRequestHandler):
     leads: list[dict[str, Any]] = []
     calls: dict[int, list[dict[str, Any]]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         from urllib.parse import parse_qs, urlparse
 
         url = urlparse(self.path)
@@ -293,8 +297,10 @@ def test_kill_and_resume_at_random_points_loses_nothing(make_sim, tmp_path):
         got = set(killed.ids("calls")) | set(resumed.ids("calls"))
         assert want <= got, f"killed after {kill_after:.1f}s: lost {len(want - got)} calls"
         duplicates = len(killed.ids("calls")) + len(resumed.ids("calls")) - len(got)
-        print(f"kill at {kill_after:.1f}s: {len(killed.ids('calls'))} + "
-              f"{len(resumed.ids('calls'))} calls, {duplicates} duplicates")
+        print(
+            f"kill at {kill_after:.1f}s: {len(killed.ids('calls'))} + "
+            f"{len(resumed.ids('calls'))} calls, {duplicates} duplicates"
+        )
         # A resumed run skips the leads already done instead of re-reading everything.
         if "leadsCreatedBefore" in killed.final_state["bookmarks"]["calls"].get("resume", {}):
             assert sim.counters["GET /v1.0/communication/call 200"] < full_run_requests

@@ -142,7 +142,10 @@ def test_call_id_sent_as_a_string_is_exact_and_float_is_refused():
 def test_scroll_ends_on_missing_scroll_id_and_accepts_get_metadata():
     client = FakeClient(
         [
-            {"get_metadata": {"total": 3, "scrollId": "a"}, "leads": [{"leadId": 1}, {"leadId": 2}]},
+            {
+                "get_metadata": {"total": 3, "scrollId": "a"},
+                "leads": [{"leadId": 1}, {"leadId": 2}],
+            },
             {"get_metadata": {"total": 3}, "leads": [{"leadId": 3}]},
         ]
     )
