@@ -63,7 +63,7 @@ class Progress:
             until_done = f", ETA {_duration(remaining)}"
         return (
             f"leads {done}, calls {self.calls:,}, requests {self._stats.requests:,} "
-            f"({rpm:,.0f}/min), rate-limit wait {self._budget.wait_s:,.1f} s, "
+            f"({rpm:,.0f}/min), rate-limit wait {self._budget.wait_s:,.1f} s over all threads, "
             f"retries {self._stats.retries}, elapsed {_duration(elapsed)}{until_done}"
         )
 
@@ -74,7 +74,10 @@ class Progress:
             shown = ", ".join(str(i) for i in self.leads_skipped[:10])
             more = "..." if len(self.leads_skipped) > 10 else ""
             skipped = f"; {len(self.leads_skipped)} lead(s) gone before their calls: {shown}{more}"
-        return f"Sync finished: {self.line(eta=False)}, 429s {self._stats.rate_limited}{skipped}"
+        return (
+            f"Sync finished: {self.line(eta=False)}, longest rate-limit wait "
+            f"{self._budget.longest_wait_s:.1f} s, 429s {self._stats.rate_limited}{skipped}"
+        )
 
 
 def _duration(seconds: float) -> str:

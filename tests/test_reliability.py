@@ -37,7 +37,10 @@ def max_per_window(log: list[tuple[float, str, int]], window_s: float) -> int:
     return max(counts.values())
 
 
-def test_2000_leads_tight_rate_limit_and_5_percent_faults_lose_nothing(make_sim, fast_backoff):
+def test_2000_leads_tight_rate_limit_and_5_percent_faults_lose_nothing(
+    make_sim, fast_backoff, caplog
+):
+    caplog.set_level(logging.INFO, logger="tap_lofty")
     sim = make_sim(
         leads=2000,
         seed=21,
@@ -54,7 +57,8 @@ def test_2000_leads_tight_rate_limit_and_5_percent_faults_lose_nothing(make_sim,
 
     counters = sim.counters
     faults = {k: v for k, v in counters.items() if k.startswith("faults:")}
-    print(f"faults injected: {faults}; elapsed {elapsed:.1f}s; counters {counters}")
+    summary = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Sync finished")]
+    print(f"faults injected: {faults}; elapsed {elapsed:.1f}s; {summary}; counters {counters}")
     assert sum(faults.values()) >= 50, "the run must actually meet faults"
     want = {call["id"] for call in sim.all_calls()}
     got = out.ids("calls")

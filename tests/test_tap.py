@@ -264,3 +264,21 @@ def test_meltano_yml_declares_exactly_the_tap_settings():
         "schema-flattening",
         "test",
     } <= set(extractor["capabilities"])
+
+
+def test_wheel_ships_the_schema_files(tmp_path):
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("tap_lofty-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for stream in ("leads", "calls"):
+        shipped = json.loads(zipfile.ZipFile(wheel).read(f"tap_lofty/schemas/{stream}.json"))
+        assert shipped == load_schema(stream)
+    assert not [n for n in names if n.startswith(("lofty_sim/", "tests/"))]
