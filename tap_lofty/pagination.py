@@ -41,6 +41,19 @@ def to_id(value: Any, what: str) -> int:
     )
 
 
+def _records(body: dict[str, Any], key: str, request: str) -> list[dict[str, Any]]:
+    """Return the records under ``key``; a missing or null key is an empty page."""
+    records = body.get(key)
+    if records is None:
+        return []
+    if not isinstance(records, list):
+        raise PaginationError(
+            f"{request} returned {key!r} as {type(records).__name__}, not a list. The API has "
+            "changed or api_url points at something else."
+        )
+    return records
+
+
 @dataclass
 class LeadsPage:
     """One page of the leads listing."""
@@ -61,13 +74,7 @@ def scroll_leads(client: LoftyClient, page_size: int) -> Iterator[LeadsPage]:
     params: dict[str, Any] = {"limit": page_size, **LEADS_SORT}
     while True:
         body = client.get(LEADS_PATH, params)
-        leads = body.get("leads")
-        if leads is None:
-            leads = []
-        if not isinstance(leads, list):
-            raise PaginationError(
-                f"GET {LEADS_PATH} returned 'leads' as {type(leads).__name__}, not a list."
-            )
+        leads = _records(body, "leads", f"GET {LEADS_PATH}")
         metadata: dict[str, Any] = next(
             (body[k] for k in METADATA_KEYS if isinstance(body.get(k), dict)), {}
         )
@@ -109,14 +116,7 @@ def walk_calls(
     cursor = max(after_id, 1)
     while True:
         body = client.get(CALLS_PATH, {"leadId": lead_id, "limit": page_size, "currentId": cursor})
-        calls = body.get("calls")
-        if calls is None:
-            calls = []
-        if not isinstance(calls, list):
-            raise PaginationError(
-                f"GET {CALLS_PATH} for leadId {lead_id} returned 'calls' as "
-                f"{type(calls).__name__}, not a list."
-            )
+        calls = _records(body, "calls", f"GET {CALLS_PATH} for leadId {lead_id}")
         fresh: list[dict[str, Any]] = []
         previous = cursor
         for position, call in enumerate(calls):
