@@ -33,6 +33,16 @@ def start_simulator(
     return proc, values["LOFTY_SIM_URL"], values["LOFTY_SIM_API_KEY"]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User+system CPU time of a process (Linux /proc; None elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def page_requests(session: requests.Session, url: str) -> list[dict[str, int]]:
     """Find the big leads and list the query strings that return exactly 1000 calls."""
     body = session.get(f"{url}/v1.0/leads", params={"limit": 100}, timeout=30).json()
@@ -87,6 +97,7 @@ def run(seconds: float, threads: int, leads: int, big_leads: int) -> str:
                     pages[n] += 1
                     i += threads
 
+        cpu_before = cpu_seconds(proc.pid)
         started = time.monotonic()
         workers = [threading.Thread(target=client, args=(n,)) for n in range(threads)]
         for w in workers:
@@ -94,14 +105,20 @@ def run(seconds: float, threads: int, leads: int, big_leads: int) -> str:
         for w in workers:
             w.join()
         elapsed = time.monotonic() - started
+        cpu_after = cpu_seconds(proc.pid)
         if errors:
             raise SystemExit(f"errors: {errors[:3]}")
-        rate = sum(pages) / elapsed
+        total_pages = sum(pages)
+        rate = total_pages / elapsed
         mbps = sum(nbytes) / elapsed / 1e6
         cores = os.cpu_count() or 1
+        server_cpu = ""
+        if cpu_before is not None and cpu_after is not None and total_pages > 0:
+            per_page_ms = (cpu_after - cpu_before) / total_pages * 1000
+            server_cpu = f"; server CPU {per_page_ms:.2f} ms/page"
         return (
             f"simulator: {rate:.0f} pages/s of {PAGE} calls ({mbps:.0f} MB/s) on {cores} cores "
-            f"({threads} client threads, {elapsed:.1f} s, {sum(pages)} pages)"
+            f"({threads} client threads, {elapsed:.1f} s, {total_pages} pages{server_cpu})"
         )
     finally:
         proc.terminate()

@@ -633,7 +633,8 @@ class Dataset:
 
     def calls(self, st: LeadState) -> list[dict[str, Any]]:
         """All calls of a lead (generated plus appended), ascending id."""
-        return self.base_calls(st) + st.appended
+        # Copies of the appended calls, so callers cannot edit the stored ground truth.
+        return self.base_calls(st) + [dict(c) for c in st.appended]
 
     # ---------------------------------------------------------------- mutation
 
@@ -668,5 +669,5 @@ class Dataset:
                 call = self.make_call(rng, st, core, self.tick())
                 st.appended.append(call)
                 st.last_call_ms = id_ms(call["id"])
-                new_calls.append(call)
+                new_calls.append(dict(call))
         return new_calls, {s.idx for s in targets}

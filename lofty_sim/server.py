@@ -115,7 +115,7 @@ class _Answer:
     status: int
     body: bytes
     content_type: str = JSON_TYPE
-    fault_applied: bool = False
+    fault_applied: bool = False  # only the lead_deleted fault can turn out not to apply
 
 
 class _Server(ThreadingHTTPServer):
@@ -524,6 +524,10 @@ class LoftySimulator:
         if ticket.delay > 0:
             time.sleep(ticket.delay)  # never under the lock
         fault = ticket.fault if ticket.allowed else None
+        if fault is not None and fault != Fault.LEAD_DELETED:
+            # Counted when injected, not when answered: a client that gave up on a slow answer
+            # must already see it counted.
+            self._count(f"faults:{fault}")
         try:
             answer = self._faulted_answer(
                 ticket, fault, handler=handler, method=method, path=path, query=query
@@ -532,7 +536,8 @@ class LoftySimulator:
             self._record(arrival, method, path, 500, None)
             raise
         # Record before sending: once a client has its answer, the counters must include it.
-        self._record(arrival, method, path, answer.status, fault if answer.fault_applied else None)
+        applied = fault == Fault.LEAD_DELETED and answer.fault_applied
+        self._record(arrival, method, path, answer.status, fault if applied else None)
         body = answer.body
         if fault == Fault.TRUNCATED_JSON:
             # A proper prefix of a JSON object is never valid JSON, so any cut works.
@@ -560,26 +565,25 @@ class LoftySimulator:
             return _Answer(429, BODY_429)
         if fault in (Fault.HTTP_500_JSON, Fault.HTTP_503_JSON):
             status = 500 if fault == Fault.HTTP_500_JSON else 503
-            return _Answer(status, BODY_500, fault_applied=True)
+            return _Answer(status, BODY_500)
         if fault == Fault.HTTP_502_HTML:
-            return _Answer(502, BODY_502, HTML_TYPE, fault_applied=True)
+            return _Answer(502, BODY_502, HTML_TYPE)
         if fault == Fault.SLOW:
             time.sleep(ticket.slow_s)
-        answer = self._answer(method, path, query, handler.headers.get("Authorization"), fault)
-        if fault in (Fault.SLOW, Fault.TRUNCATED_JSON, Fault.DROP_CONNECTION):
-            answer.fault_applied = True
-        return answer
+        return self._answer(method, path, query, handler.headers.get("Authorization"), fault)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._counters[key] = self._counters.get(key, 0) + 1
 
     def _record(
         self, arrival: float, method: str, path: str, status: int, fault: str | None
     ) -> None:
         with self._lock:
             self._request_log.append((arrival, path, status))
-            key = f"{method} {path} {status}"
-            self._counters[key] = self._counters.get(key, 0) + 1
+            self._count(f"{method} {path} {status}")
             if fault is not None:
-                key = f"faults:{fault}"
-                self._counters[key] = self._counters.get(key, 0) + 1
+                self._count(f"faults:{fault}")
 
     def _answer(
         self, method: str, path: str, query: dict[str, str], auth: str | None, fault: str | None
