@@ -36,7 +36,7 @@ import threading
 from typing import Any
 
 from tap_lofty.client import LoftyError
-from tap_lofty.timefmt import format_rfc3339, parse_lofty_time
+from tap_lofty.timefmt import LOFTY_UTC, LOFTY_UTC_FORMAT, format_rfc3339, parse_lofty_time
 
 LOGGER = logging.getLogger("tap_lofty")
 
@@ -75,6 +75,8 @@ class CallsBookmark:
             self.cutoff = started - CLOCK_SKEW_MARGIN
             self.max_id = None
             self.skip_leads_before = None
+        # Seconds only: a call in the cut-off's own second counts as after it (safe side).
+        self._cutoff_text = self.cutoff.strftime(LOFTY_UTC_FORMAT)
         self._done_before: dt.datetime | None = self.skip_leads_before
         self._last_lead_time: dt.datetime | None = None
         self._ordered = True
@@ -92,9 +94,13 @@ class CallsBookmark:
         created = call.get("createTime")
         if not isinstance(created, str):
             return  # unknown creation time: cannot be trusted to advance the bookmark
-        when = parse_lofty_time(created)
-        if when is None or when >= self.cutoff:
-            return
+        if LOFTY_UTC.fullmatch(created):  # the documented format: compare as text, fast
+            if created >= self._cutoff_text:
+                return
+        else:
+            when = parse_lofty_time(created)
+            if when is None or when >= self.cutoff:
+                return
         call_id = call["id"]
         with self._lock:
             if self.max_id is None or call_id > self.max_id:

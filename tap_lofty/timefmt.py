@@ -12,8 +12,10 @@ import re
 from typing import Any
 
 UTC = dt.timezone.utc
-#: Lofty's documented call time format, ``yyyy-MM-dd HH:mm:ss`` in UTC.
-_LOFTY_UTC = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+#: Lofty's documented call time format, ``yyyy-MM-dd HH:mm:ss`` in UTC. Fixed width,
+#: so two such strings compare like the times they hold.
+LOFTY_UTC = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+LOFTY_UTC_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def parse_lofty_time(value: str) -> dt.datetime | None:
@@ -49,7 +51,7 @@ def to_rfc3339(value: Any, field: str) -> str | None:
     """Convert a Lofty time field for output; empty values become None."""
     if value is None or value == "":
         return None
-    if isinstance(value, str) and _LOFTY_UTC.fullmatch(value):
+    if isinstance(value, str) and LOFTY_UTC.fullmatch(value):
         # The common case, by string surgery: it is already UTC.
         return f"{value[:10]}T{value[11:]}Z"
     if isinstance(value, int) and not isinstance(value, bool):

@@ -222,7 +222,7 @@ def canned_config(server: ThreadingHTTPServer) -> dict[str, Any]:
     return {"api_url": f"http://127.0.0.1:{server.server_address[1]}", "api_key": "k"}
 
 
-def test_unexpected_data_passes_through(canned):
+def test_unexpected_data_passes_through(canned, caplog):
     CannedLofty.leads = [{"leadId": "9007199254740993", "brandNewField": {"x": 1}}]
     CannedLofty.calls = {
         9007199254740993: [
@@ -234,16 +234,29 @@ def test_unexpected_data_passes_through(canned):
                 "note": None,
                 "createTime": "2026-04-22 10:15:00",
                 "surpriseField": 1,  # extra field
+                "isMachineAnswered": 1,  # a boolean sent as 0/1
+                "recordingSwitch": 0,
                 # everything else missing
             }
         ]
     }
-    out = run_tap(canned_config(canned))
+    with caplog.at_level(logging.WARNING):
+        out = run_tap(canned_config(canned))
     (call,) = out.records["calls"]
-    assert call["id"] == 9007199254740995
-    assert call["direction"] == "Sideways"
-    assert call["createTime"] == "2026-04-22T10:15:00Z"
-    assert out.records["leads"][0]["leadId"] == 9007199254740993
+    assert call == {
+        "id": 9007199254740995,
+        "leadId": 9007199254740993,
+        "direction": "Sideways",
+        "callingOutcome": None,
+        "note": None,
+        "createTime": "2026-04-22T10:15:00Z",
+        "isMachineAnswered": True,
+        "recordingSwitch": False,
+    }
+    assert out.records["leads"] == [{"leadId": 9007199254740993}]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("('surpriseField',)" in w and "'calls'" in w for w in warnings), warnings
+    assert any("('brandNewField',)" in w and "'leads'" in w for w in warnings), warnings
 
 
 @pytest.mark.parametrize(

@@ -65,6 +65,22 @@ def test_records_validate_against_schema_files_and_types(make_sim):
             assert RFC3339_UTC.match(record["createTime"]), record["createTime"]
 
 
+def test_catalog_selection_deselects_a_stream_and_a_field(make_sim):
+    sim = make_sim(leads=20, seed=8, calls_per_lead_mean=4, big_leads=0)
+    catalog = json.loads((ROOT / "catalog.json").read_text())
+    for entry in catalog["streams"]:
+        for item in entry["metadata"]:
+            if entry["tap_stream_id"] == "leads" and item["breadcrumb"] == []:
+                item["metadata"]["selected"] = False
+            if entry["tap_stream_id"] == "calls" and item["breadcrumb"] == ["properties", "note"]:
+                item["metadata"]["selected"] = False
+    out = run_tap(sim_config(sim), catalog=catalog)
+    assert "leads" not in out.records  # the parent is read for its ids only
+    assert sorted(out.ids("calls")) == sorted(c["id"] for c in sim.all_calls())
+    assert not any("note" in record for record in out.records["calls"])
+    assert all("callingOutcome" in record for record in out.records["calls"])
+
+
 def test_primary_keys_are_unique_and_present(make_sim):
     sim = make_sim(leads=50, seed=11, calls_per_lead_mean=8, big_leads=0)
     out = run_tap(sim_config(sim))

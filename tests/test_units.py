@@ -208,6 +208,23 @@ def test_bookmark_promotes_only_calls_created_before_the_cutoff():
     assert state == {"replication_key": "id", "replication_key_value": 150}
 
 
+def test_bookmark_cutoff_boundary_in_every_time_format():
+    # The cut-off is 11:50:00.5 (10 min before 12:00:00.5): the documented format is
+    # compared as text to the second, so its own second counts as after (re-read).
+    now = dt.datetime(2026, 11, 28, 12, 0, 0, 500_000, tzinfo=dt.timezone.utc)
+    bookmark = CallsBookmark({}, now=now)
+    bookmark.observe_call({"id": 10, "createTime": "2026-11-28 11:49:59"})
+    bookmark.observe_call({"id": 20, "createTime": "2026-11-28 11:50:00"})
+    assert bookmark.max_id == 10
+    bookmark.observe_call({"id": 11, "createTime": "2026-11-28T11:50:00.400Z"})  # ISO, before
+    assert bookmark.max_id == 11
+    bookmark.observe_call({"id": 30, "createTime": "2026-11-28T06:50:01-05:00"})  # after
+    bookmark.observe_call({"id": 31, "createTime": "garbage"})
+    assert bookmark.max_id == 11
+    bookmark.observe_call({"id": 12, "createTime": "2026-11-28T11:49:00GMT"})
+    assert bookmark.max_id == 12
+
+
 def test_bookmark_resume_skips_done_leads_and_keeps_the_cutoff():
     now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
     state: dict[str, Any] = {"replication_key_value": 100}
