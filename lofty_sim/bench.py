@@ -4,7 +4,8 @@ Starts the command-line simulator in a subprocess (as the benchmarks do) with a 
 2,600+ calls each, then has client threads (``requests`` sessions, keep-alive) fetch full
 1000-call pages, alternating the offset mode (newest first) and the ``currentId`` cursor mode, for
 a fixed time. Clients read the bytes but do not parse JSON, so the figure is what the server can
-serve; client and server share the machine's cores.
+serve; client and server share the machine's cores. First it times how long a 100,000-lead
+(about 1,000,000-call) data set takes to start serving.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 import time
 
 import requests
+
+from lofty_sim import LoftySimulator, SimConfig
 
 PAGE = 1000
 
@@ -125,14 +128,26 @@ def run(seconds: float, threads: int, leads: int, big_leads: int) -> str:
         proc.wait(timeout=10)
 
 
+def startup(leads: int) -> str:
+    """Time building a simulator of ``leads`` leads (10 calls each on average) in-process."""
+    started = time.monotonic()
+    sim = LoftySimulator(SimConfig(leads=leads, seed=1, calls_per_lead_mean=10, big_leads=3))
+    with sim:
+        ready = time.monotonic() - started
+        calls = sim.total_calls()
+    return f"start-up: {leads:,} leads ({calls:,} calls) serving after {ready:.2f} s"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run, print the result line."""
+    """Parse arguments, run, print the result lines."""
     parser = argparse.ArgumentParser(prog="python -m lofty_sim.bench", description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--leads", type=int, default=20)
     parser.add_argument("--big-leads", type=int, default=4)
+    parser.add_argument("--startup-leads", type=int, default=100_000)
     args = parser.parse_args(argv)
+    print(startup(args.startup_leads), flush=True)
     print(run(args.seconds, args.threads, args.leads, args.big_leads), flush=True)
     return 0
 

@@ -155,7 +155,11 @@ class TapLofty(Tap):
     @override
     @classproperty
     def capabilities(self) -> list[CapabilitiesEnum]:
-        """Declare what the tap supports: not BATCH, since calls come one lead at a time."""
+        """Declare what the tap supports.
+
+        Not BATCH (calls come one lead at a time), nor ACTIVATE_VERSION (not offered yet:
+        see the README's known limits).
+        """
         return [
             TapCapabilities.CATALOG,
             TapCapabilities.STATE,
@@ -164,7 +168,6 @@ class TapLofty(Tap):
             PluginCapabilities.ABOUT,
             PluginCapabilities.STREAM_MAPS,
             PluginCapabilities.FLATTENING,
-            PluginCapabilities.ACTIVATE_VERSION,
             PluginCapabilities.STRUCTURED_LOGGING,
         ]
 
@@ -252,4 +255,18 @@ def main(argv: list[str] | None = None) -> Any:
     except LoftyError as exc:
         # Known failures are explained by their message; a traceback adds only noise.
         print(f"tap-lofty: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except FileNotFoundError as exc:  # the SDK reading a --config path
+        print(f"tap-lofty: error: {exc} Check the path given to --config.", file=sys.stderr)
+        sys.exit(1)
+    except ValueError as exc:
+        # The SDK parses --config, --state and --catalog with simplejson or json.
+        if type(exc).__name__ != "JSONDecodeError":
+            raise
+        print(
+            f"tap-lofty: error: a file given to --config, --state or --catalog is not valid "
+            f"JSON ({exc}). Fix that file; a broken --state can also be removed (with "
+            "Meltano: `meltano state clear <state id>`) for a full sync.",
+            file=sys.stderr,
+        )
         sys.exit(1)

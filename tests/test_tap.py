@@ -226,6 +226,25 @@ def test_invalid_config_is_rejected_naming_the_setting(make_sim, tmp_path, bad, 
     assert sim.counters == {} or sum(sim.counters.values()) == 0
 
 
+def test_unreadable_input_files_give_one_clear_error(make_sim, tmp_path):
+    sim = make_sim(leads=2)
+    (tmp_path / "state.json").write_text('{"bookmarks": ')
+    broken = run_cli(["--state", "state.json"], sim_config(sim), tmp_path)
+    assert broken.returncode == 1
+    assert (
+        "\ntap-lofty: error: a file given to --config, --state or --catalog is not valid JSON ("
+        in (broken.stderr)
+    )
+    assert "Traceback" not in broken.stderr
+    missing = run_cli(["--config", "nowhere.json"], None, tmp_path)
+    assert missing.returncode == 1
+    assert "File at 'nowhere.json' was not found. Check the path given to --config." in (
+        missing.stderr
+    )
+    assert "Traceback" not in missing.stderr
+    assert broken.stdout == missing.stdout == ""
+
+
 def test_connection_test_reports_in_one_line(make_sim, tmp_path):
     sim = make_sim(leads=3, seed=1)
     ok = run_cli(["--test"], sim_config(sim), tmp_path)
