@@ -58,7 +58,7 @@ class LoftyStream(Stream):
         schema = json.loads((SCHEMAS / f"{self.name}.json").read_text(encoding="utf-8"))
         super().__init__(tap, schema=schema)
         self.tap: TapLofty = tap
-        self._shape: _RecordShape | None = None
+        self._shape_cache: _RecordShape | None = None
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -81,6 +81,12 @@ class LoftyStream(Stream):
             raise LoftyError(msg) from exc
         return row
 
+    @property
+    def _shape(self) -> _RecordShape:
+        if self._shape_cache is None:
+            self._shape_cache = _RecordShape.of(self)
+        return self._shape_cache
+
     def _conform(self, row: Record) -> None:
         """Do what the SDK's root-level conformance does, for this schema only.
 
@@ -88,8 +94,6 @@ class LoftyStream(Stream):
         set of fields), and 0/1 in boolean fields become false/true. Nested objects
         pass through as Lofty sent them.
         """
-        if self._shape is None:
-            self._shape = _RecordShape.of(self.schema)
         shape = self._shape
         if not shape.properties.issuperset(row):
             unknown = tuple(sorted(k for k in row if k not in shape.properties))
@@ -113,10 +117,6 @@ class LoftyStream(Stream):
         # The SDK's version also walks every record to drop deselected fields, a
         # no-op when every field is selected (the usual case), so it is kept for
         # catalogs that deselect some.
-        if self._shape is None:
-            self._shape = _RecordShape.of(self.schema)
-        if self._shape.deselects is None:
-            self._shape.deselects = not all(self.mask.values())
         if self._shape.deselects:
             yield from super()._generate_record_messages(record)
             return
@@ -137,18 +137,19 @@ class _RecordShape:
 
     properties: frozenset[str]
     booleans: tuple[str, ...]
+    deselects: bool  # whether the catalog deselects a field
     warned: set[tuple[str, ...]] = dataclasses.field(default_factory=set)
-    deselects: bool | None = None  # whether the catalog deselects a field; known at sync
 
     @classmethod
-    def of(cls, schema: dict[str, Any]) -> _RecordShape:
-        properties = schema.get("properties", {})
+    def of(cls, stream: Stream) -> _RecordShape:
+        """Read it from the stream's schema and catalog selection (known once it syncs)."""
+        properties = stream.schema.get("properties", {})
         booleans = tuple(
             name
             for name, prop in properties.items()
             if set(_types(prop)) in ({"boolean"}, {"boolean", "null"})
         )
-        return cls(frozenset(properties), booleans)
+        return cls(frozenset(properties), booleans, deselects=not all(stream.mask.values()))
 
 
 def _types(prop: dict[str, Any]) -> list[str]:
