@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> Any:
         # Known failures are explained by their message; a traceback adds only noise.
         print(f"tap-lofty: error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except FileNotFoundError as exc:  # the SDK reading a --config path
+    except FileNotFoundError as exc:
+        if not str(exc).startswith("File at "):  # the SDK's words for a --config path
+            raise
         print(f"tap-lofty: error: {exc} Check the path given to --config.", file=sys.stderr)
         sys.exit(1)
     except ValueError as exc:
