@@ -78,7 +78,6 @@ class ClientStats:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
-    rate_limit_wait_s: float = 0.0
     by_status: dict[int, int] = field(default_factory=dict)
 
 
@@ -153,7 +152,8 @@ class LoftyClient:
                 if status == 429:
                     wait = self.budget.wait_for_reset(response.headers)
                     rate_limit_waited += wait
-                    self._note_rate_limit(wait)
+                    with self._stats_lock:
+                        self.stats.rate_limited += 1
                     if rate_limit_waited > self.max_rate_limit_wait_s:
                         raise LoftyError(_rate_limit_message(endpoint, rate_limit_waited))
                     LOGGER.info(
@@ -217,11 +217,6 @@ class LoftyClient:
         with self._stats_lock:
             self.stats.requests += 1
             self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-
-    def _note_rate_limit(self, wait: float) -> None:
-        with self._stats_lock:
-            self.stats.rate_limited += 1
-            self.stats.rate_limit_wait_s += wait
 
 
 def _rate_limit_message(endpoint: str, waited: float) -> str:

@@ -63,7 +63,7 @@ class Progress:
             until_done = f", ETA {_duration(remaining)}"
         return (
             f"leads {done}, calls {self.calls:,}, requests {self._stats.requests:,} "
-            f"({rpm:,.0f}/min), rate-limit wait {self._budget.wait_s:,.1f} s over all threads, "
+            f"({rpm:,.0f}/min), rate-limit wait {self._budget.held_s():,.1f} s, "
             f"retries {self._stats.retries}, elapsed {_duration(elapsed)}{until_done}"
         )
 

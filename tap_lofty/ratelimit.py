@@ -81,12 +81,17 @@ class RequestBudget:
         self._server_reset_at = 0.0
         self._in_flight = 0
         self.requests_sent = 0
-        self.wait_s = 0.0
         self.longest_wait_s = 0.0
+        # Wall time during which at least one thread waited: with several threads
+        # waiting at once, the sum of their waits would overstate it.
+        self._waiting = 0
+        self._held_since = 0.0
+        self._held_s = 0.0
 
     def acquire(self) -> float:
         """Block until one more request may be sent; return the seconds waited."""
         waited = 0.0
+        waiting = False
         while True:
             with self._lock:
                 now = self._clock()
@@ -111,12 +116,26 @@ class RequestBudget:
                         self._server_remaining -= 1
                     self._in_flight += 1
                     self.requests_sent += 1
-                    self.wait_s += waited
                     self.longest_wait_s = max(self.longest_wait_s, waited)
+                    if waiting:
+                        self._waiting -= 1
+                        if self._waiting == 0:
+                            self._held_s += now - self._held_since
                     return waited
+                if not waiting:
+                    waiting = True
+                    if self._waiting == 0:
+                        self._held_since = now
+                    self._waiting += 1
             # Sleep outside the lock so other threads can observe() meanwhile.
             self._sleep(pause)
             waited += pause
+
+    def held_s(self) -> float:
+        """Seconds of wall time so far during which the budget held back a request."""
+        with self._lock:
+            ongoing = self._clock() - self._held_since if self._waiting else 0.0
+            return self._held_s + ongoing
 
     def release(self) -> None:
         """Mark one acquired request as answered (or failed)."""

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
 from typing import Any
 
 import pytest
 
+from tap_lofty.client import ClientStats
 from tap_lofty.pagination import PaginationError, scroll_leads, to_id, walk_calls
+from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import RESET_MARGIN_S, RequestBudget, seconds_until_reset
 from tap_lofty.state import CallsBookmark, StateError
 from tap_lofty.timefmt import TimeFormatError, parse_lofty_time, to_rfc3339
@@ -55,6 +59,23 @@ def test_budget_never_exceeds_its_window_and_waits_for_reset():
     assert sent == [NOW] * 3 + [NOW + 60] * 3 + [NOW + 120]
     assert budget.requests_sent == 7
     assert budget.longest_wait_s == 60.0
+    assert budget.held_s() == 120.0
+
+
+def test_held_time_counts_threads_waiting_together_once():
+    budget = RequestBudget(2, 0.5)
+    budget.acquire()
+    budget.acquire()  # the window is used up: the next two wait for the same reset
+    waits: list[float] = []
+    threads = [threading.Thread(target=lambda: waits.append(budget.acquire())) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(waits) == 2
+    assert min(waits) > 0.3
+    # Two threads held for ~0.5 s at the same time: ~0.5 s of wall time, not ~1 s.
+    assert max(waits) <= budget.held_s() < sum(waits) * 0.8
 
 
 def test_server_remaining_only_lowers_the_budget():
@@ -261,4 +282,31 @@ def test_bad_bookmark_in_state_is_a_clear_error():
 def test_parse_lofty_time_handles_naive_as_utc():
     assert parse_lofty_time("2026-04-22 10:15:00") == dt.datetime(
         2026, 4, 22, 10, 15, tzinfo=dt.timezone.utc
+    )
+
+
+def test_progress_lines_every_interval_and_summary(caplog):
+    clock = FakeClock()
+    stats = ClientStats(requests=0)
+    budget = RequestBudget(100, 60.0, clock=clock.time, sleep=clock.sleep)
+    progress = Progress(stats, budget, clock=clock.time, interval_s=10.0)
+    progress.leads_total = 40
+    with caplog.at_level(logging.INFO, logger="tap_lofty"):
+        for _ in range(10):  # 10 leads, 3 calls and 2 requests each, one every 2.5 s
+            clock.now += 2.5
+            stats.requests += 2
+            progress.lead_finished(3)
+        progress.lead_skipped(77)
+        summary = progress.summary()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "Progress: leads 4/40, calls 12, requests 8 (48/min), rate-limit wait 0.0 s, "
+        "retries 0, elapsed 10s, ETA 1m30s",
+        "Progress: leads 8/40, calls 24, requests 16 (48/min), rate-limit wait 0.0 s, "
+        "retries 0, elapsed 20s, ETA 1m20s",
+    ]
+    assert summary == (
+        "Sync finished: leads 10/40, calls 30, requests 20 (48/min), rate-limit wait 0.0 s, "
+        "retries 0, elapsed 25s, longest rate-limit wait 0.0 s, 429s 0; "
+        "1 lead(s) gone before their calls: 77"
     )
