@@ -6,7 +6,7 @@ import logging
 import sys
 from functools import cached_property
 from importlib.metadata import version
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from singer_sdk import Stream, Tap
@@ -254,21 +254,22 @@ def main(argv: list[str] | None = None) -> Any:
         return TapLofty.cli(args=argv)
     except LoftyError as exc:
         # Known failures are explained by their message; a traceback adds only noise.
-        print(f"tap-lofty: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+        _fail(str(exc))
     except FileNotFoundError as exc:
         if not str(exc).startswith("File at "):  # the SDK's words for a --config path
             raise
-        print(f"tap-lofty: error: {exc} Check the path given to --config.", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"{exc} Check the path given to --config.")
     except ValueError as exc:
         # The SDK parses --config, --state and --catalog with simplejson or json.
         if type(exc).__name__ != "JSONDecodeError":
             raise
-        print(
-            f"tap-lofty: error: a file given to --config, --state or --catalog is not valid "
-            f"JSON ({exc}). Fix that file; a broken --state can also be removed (with "
-            "Meltano: `meltano state clear <state id>`) for a full sync.",
-            file=sys.stderr,
+        _fail(
+            f"a file given to --config, --state or --catalog is not valid JSON ({exc}). Fix "
+            "that file; a broken --state can also be removed (with Meltano: `meltano state "
+            "clear <state id>`) for a full sync."
         )
-        sys.exit(1)
+
+
+def _fail(message: str) -> NoReturn:
+    print(f"tap-lofty: error: {message}", file=sys.stderr)
+    sys.exit(1)
