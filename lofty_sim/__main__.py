@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metadata-key", choices=("_metadata", "get_metadata"), default=d.metadata_key)
     p.add_argument("--leads-default-limit", type=int, default=d.leads_default_limit)
     p.add_argument(
+        "--calls-page-cap",
+        type=int,
+        default=d.calls_page_cap,
+        help="serve at most N calls per page whatever limit asks (silently)",
+    )
+    p.add_argument(
         "--scroll-ttl", type=float, default=d.scroll_ttl_s, help="scrollId lifetime, seconds"
     )
     p.add_argument(
@@ -86,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             cursor_mode=args.cursor_mode,
             metadata_key=args.metadata_key,
             leads_default_limit=args.leads_default_limit,
+            calls_page_cap=args.calls_page_cap,
             scroll_ttl_s=args.scroll_ttl,
             rate_limit=args.rate_limit,
             rate_window_s=args.rate_window,

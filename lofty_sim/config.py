@@ -70,6 +70,9 @@ class SimConfig:
     cursor_mode: str = "exclusive"
     metadata_key: str = "_metadata"
     leads_default_limit: int = 25
+    #: Serve at most this many calls per page whatever ``limit`` asks (silently, as another
+    #: Lofty endpoint does with limits it does not accept); None = as documented.
+    calls_page_cap: int | None = None
     scroll_ttl_s: float = 3600.0
     rate_limit: int | None = 500
     rate_window_s: float = 60.0
@@ -98,6 +101,8 @@ class SimConfig:
             raise ValueError(f"metadata_key must be one of {METADATA_KEYS}")
         if not 1 <= self.leads_default_limit <= 100:
             raise ValueError("leads_default_limit must be between 1 and 100")
+        if self.calls_page_cap is not None and self.calls_page_cap < 1:
+            raise ValueError("calls_page_cap must be >= 1 or None")
         if self.rate_limit is not None and self.rate_limit < 1:
             raise ValueError("rate_limit must be >= 1 or None (unlimited)")
         if self.rate_window_s <= 0:

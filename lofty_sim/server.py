@@ -769,6 +769,8 @@ class LoftySimulator:
                 self._invalidate(st.idx)
                 return _Answer(404, BODY_404_LEAD, fault_applied=True)
             ids, chunks = self._call_entry(st)
+        if cfg.calls_page_cap is not None:
+            limit = min(limit, cfg.calls_page_cap)
         if current > 0:
             # Cursor mode: ascending ids after (exclusive) or from (inclusive) currentId; offset
             # is ignored, as on Lofty's other currentId endpoints.

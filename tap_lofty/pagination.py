@@ -9,6 +9,7 @@ assumption the tap relies on, instead of silently skipping data.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -100,8 +101,69 @@ def scroll_leads(client: LoftyClient, page_size: int) -> Iterator[LeadsPage]:
         params = {"limit": page_size, **LEADS_SORT, "scrollId": scroll_id}
 
 
+class CallPageSize:
+    """The call endpoint's real page size, learnt during a run and shared by its threads.
+
+    A page shorter than ``limit`` ends a lead's history only if Lofty really serves
+    ``limit`` rows per page. Lofty documents 1..1000, but another of its endpoints
+    silently serves 10 rows for a ``limit`` it does not accept, so the tap does not
+    take it on trust. Lofty never serves more rows than its real cap, so a page
+    shorter than the longest one seen so far is surely the last. A page as long as
+    the longest seen (and shorter than ``limit``) may be a capped one, so the walk
+    asks once more; if that brings new calls, Lofty caps pages at that length, and
+    from then on such pages count as full (with a warning). A length is asked about
+    at most :attr:`CHECKS` times: if Lofty capped pages there, every lead with more
+    calls would return exactly that many, so three leads in a row having exactly that
+    many is not a coincidence to expect. The cost is a few extra requests per run.
+    """
+
+    CHECKS = 3
+
+    def __init__(self, limit: int) -> None:
+        """Start from the ``limit`` the tap sends (``calls_page_size``)."""
+        self.limit = limit
+        self.full = limit  # rows in a page that is not the last one
+        self._longest = 0
+        self._ends: dict[int, int] = {}  # page length -> times it proved to be a last page
+        self._lock = threading.Lock()
+
+    def is_last(self, rows: int) -> bool | None:
+        """Whether a page of ``rows`` rows is a lead's last one; None when unsure."""
+        with self._lock:
+            longest, self._longest = self._longest, max(self._longest, rows)
+            if rows >= self.full:
+                return False
+            if rows < longest or self._ends.get(rows, 0) >= self.CHECKS:
+                return True
+            return None
+
+    def was_last(self, rows: int) -> None:
+        """Record that a page of ``rows`` rows, which :meth:`is_last` was unsure of, was last."""
+        with self._lock:
+            self._ends[rows] = self._ends.get(rows, 0) + 1
+
+    def capped_at(self, rows: int, lead_id: int) -> None:
+        """Record that Lofty served ``rows`` rows although more calls followed."""
+        with self._lock:
+            if rows >= self.full:
+                return
+            self.full = rows
+        LOGGER.warning(
+            "GET %s returned %d calls for leadId %s although more followed: Lofty serves at "
+            "most %d calls per page, not calls_page_size=%d. The tap pages by %d from now "
+            "on (no call is lost); set calls_page_size to %d to save requests.",
+            CALLS_PATH,
+            rows,
+            lead_id,
+            rows,
+            self.limit,
+            rows,
+            rows,
+        )
+
+
 def walk_calls(
-    client: LoftyClient, lead_id: int, after_id: int, page_size: int
+    client: LoftyClient, lead_id: int, after_id: int, page_size: CallPageSize
 ) -> Iterator[list[dict[str, Any]]]:
     """Yield a lead's calls with ids above ``after_id``, ascending, each exactly once.
 
@@ -109,13 +171,15 @@ def walk_calls(
     least 1, for the first page), so the tap depends neither on what ``currentId=0``
     means nor on the order of offset mode. Lofty does not say whether the cursor is
     exclusive or inclusive; both work, because a returned id equal to the cursor is
-    dropped. A page shorter than ``limit`` is the last one. Raises
-    :class:`PaginationError` if ids are not ascending or a full page does not move
-    the cursor.
+    dropped. The history ends at a page without new calls, or at a page that
+    :class:`CallPageSize` shows to be short. Raises :class:`PaginationError` if ids
+    are not ascending or a full page does not move the cursor.
     """
     cursor = max(after_id, 1)
+    unsure_rows = 0  # length of the previous page if it may have been a capped one
     while True:
-        body = client.get(CALLS_PATH, {"leadId": lead_id, "limit": page_size, "currentId": cursor})
+        params = {"leadId": lead_id, "limit": page_size.limit, "currentId": cursor}
+        body = client.get(CALLS_PATH, params)
         calls = _records(body, "calls", f"GET {CALLS_PATH} for leadId {lead_id}")
         fresh: list[dict[str, Any]] = []
         previous = cursor
@@ -132,14 +196,21 @@ def walk_calls(
             call["id"] = call_id
             fresh.append(call)
             previous = call_id
-        if fresh:
-            yield fresh
-        if len(calls) < page_size:
-            return
         if not fresh:
-            raise PaginationError(
-                f"GET {CALLS_PATH} for leadId {lead_id}: a full page at currentId={cursor} "
-                "brought no new call, so the cursor cannot advance. With an inclusive "
-                "cursor this happens when calls_page_size is 1; use 2 or more."
-            )
+            if calls and len(calls) >= page_size.full:
+                raise PaginationError(
+                    f"GET {CALLS_PATH} for leadId {lead_id}: a full page at currentId={cursor} "
+                    "brought no new call, so the cursor cannot advance. With an inclusive "
+                    "cursor this happens when calls_page_size is 1; use 2 or more."
+                )
+            if unsure_rows:
+                page_size.was_last(unsure_rows)
+            return  # nothing new: the end under any reading of the cursor
+        yield fresh
+        if unsure_rows:
+            page_size.capped_at(unsure_rows, lead_id)
+        last = page_size.is_last(len(calls))
+        if last:
+            return
+        unsure_rows = len(calls) if last is None else 0
         cursor = previous

@@ -19,7 +19,7 @@ from singer_sdk.singerlib import RecordMessage
 from typing_extensions import override
 
 from tap_lofty.client import LeadNotFoundError, LoftyError
-from tap_lofty.pagination import scroll_leads, to_id, walk_calls
+from tap_lofty.pagination import CallPageSize, scroll_leads, to_id, walk_calls
 from tap_lofty.prefetch import OrderedPrefetcher
 from tap_lofty.state import CallsBookmark
 from tap_lofty.timefmt import TimeFormatError, to_rfc3339
@@ -221,6 +221,7 @@ class CallsStream(LoftyStream):
         self._scheduled: dict[int, dict[str, Any]] = {}
         self._last_state_write = 0.0
         self._schema_sent = False
+        self._page_size = CallPageSize(self.config["calls_page_size"])
         self.lookahead = 0
         # The SDK logs two lines and two metrics per child context, i.e. per lead:
         # 400,000 lines on a 100,000-lead account. Progress lines replace them.
@@ -280,7 +281,7 @@ class CallsStream(LoftyStream):
                 self.tap.client,
                 lead_id,
                 self.bookmark.start_after or 1,
-                self.config["calls_page_size"],
+                self._page_size,
             ):
                 calls.extend(page)
         except LeadNotFoundError:

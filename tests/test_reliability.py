@@ -75,7 +75,8 @@ def test_tap_budget_paces_requests_per_window(make_sim, monkeypatch):
     sim = make_sim(leads=150, seed=2, calls_per_lead_mean=1, big_leads=0, rate_limit=None)
     run_tap(sim_config(sim, requests_per_minute=40, max_concurrency=4))
     log = sim.request_log
-    assert sim.counters["GET /v1.0/communication/call 200"] == 150
+    # one per lead, plus a few checks that a short page was the last (CallPageSize)
+    assert 150 <= sim.counters["GET /v1.0/communication/call 200"] <= 150 + 30
     assert max_per_window(log, 1.0) <= 41  # our window and the server's are not aligned
     assert log[-1][0] - log[0][0] >= 3.0
 

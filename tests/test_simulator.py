@@ -359,6 +359,16 @@ def test_cursor_inclusive_starts_at_current_id(make_sim):
     assert calls_page(sim, leadId=lead, currentId=want[-1], limit=5) == []
 
 
+def test_calls_page_cap_serves_fewer_rows_silently(make_sim):
+    sim = make_sim(leads=20, calls_per_lead_mean=12, calls_page_cap=4)
+    lead = lead_with_calls(sim, 25)
+    want = [c["id"] for c in sim.calls(lead)]
+    page = calls_page(sim, leadId=lead, currentId=1, limit=1000)
+    assert [c["id"] for c in page] == want[:4]
+    assert len(calls_page(sim, leadId=lead, limit=1000)) == 4  # offset mode too
+    assert len(calls_page(sim, leadId=lead, currentId=1, limit=2)) == 2  # below the cap: as asked
+
+
 def test_call_records_fields_enums_and_formats(make_sim):
     sim = make_sim(leads=60, calls_per_lead_mean=10)
     calls = sim.all_calls()

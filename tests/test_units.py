@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from tap_lofty.client import ClientStats
-from tap_lofty.pagination import PaginationError, scroll_leads, to_id, walk_calls
+from tap_lofty.pagination import (
+    CallPageSize,
+    PaginationError,
+    scroll_leads,
+    to_id,
+    walk_calls,
+)
 from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import RESET_MARGIN_S, RequestBudget, seconds_until_reset
 from tap_lofty.state import CallsBookmark, StateError
@@ -123,38 +129,73 @@ def calls(*ids: int) -> dict[str, Any]:
 
 def test_cursor_walk_exclusive_reading():
     client = FakeClient([calls(5, 6, 7), calls(8, 9, 10), calls(11)])
-    pages = list(walk_calls(client, 42, 1, 3))  # type: ignore[arg-type]
+    pages = list(walk_calls(client, 42, 1, CallPageSize(3)))  # type: ignore[arg-type]
     assert [[c["id"] for c in page] for page in pages] == [[5, 6, 7], [8, 9, 10], [11]]
     assert [p["currentId"] for p in client.sent] == [1, 7, 10]
 
 
 def test_cursor_walk_inclusive_reading_drops_the_repeated_row():
     client = FakeClient([calls(5, 6, 7), calls(7, 8, 9), calls(9, 10)])
-    ids = [c["id"] for page in walk_calls(client, 42, 1, 3) for c in page]  # type: ignore[arg-type]
+    ids = [c["id"] for page in walk_calls(client, 42, 1, CallPageSize(3)) for c in page]  # type: ignore[arg-type]
     assert ids == [5, 6, 7, 8, 9, 10]
+
+
+def read_ids(client: FakeClient, size: CallPageSize, after: int = 1) -> list[int]:
+    return [c["id"] for page in walk_calls(client, 1, after, size) for c in page]  # type: ignore[arg-type]
+
+
+def test_short_page_ends_only_when_shorter_than_a_page_lofty_served():
+    size = CallPageSize(1000)
+    for _ in range(CallPageSize.CHECKS):  # 3 < 1000, but is 3 Lofty's cap? Ask, 3 times.
+        first = FakeClient([calls(5, 6, 7), calls()])
+        assert read_ids(first, size) == [5, 6, 7]
+        assert [p["currentId"] for p in first.sent] == [1, 7]
+    trusted = FakeClient([calls(5, 6, 7)])
+    assert read_ids(trusted, size) == [5, 6, 7]
+    shorter = FakeClient([calls(8, 9)])  # 2 < 3, a length Lofty served: surely the end
+    assert read_ids(shorter, size) == [8, 9]
+    assert len(trusted.sent) == len(shorter.sent) == 1
+    longer = FakeClient([calls(8, 9, 10, 11), calls()])  # a new longest page: ask again
+    assert read_ids(longer, size) == [8, 9, 10, 11]
+    assert len(longer.sent) == 2
+
+
+def test_silently_capped_pages_are_detected_and_nothing_is_lost(caplog):
+    size = CallPageSize(1000)
+    capped = FakeClient([calls(2, 3, 4), calls(5, 6, 7), calls(8, 9, 10), calls(11)])
+    with caplog.at_level(logging.WARNING, logger="tap_lofty"):
+        ids = read_ids(capped, size)
+    assert ids == list(range(2, 12))
+    assert [p["currentId"] for p in capped.sent] == [1, 4, 7, 10]
+    assert size.full == 3
+    assert "Lofty serves at most 3 calls per page, not calls_page_size=1000" in caplog.text
+    # Later leads page by 3 without asking twice; an inclusive cursor works too.
+    inclusive = FakeClient([calls(20, 21, 22), calls(22, 23, 24), calls(24, 25)])
+    assert read_ids(inclusive, size, after=19) == [20, 21, 22, 23, 24, 25]
+    assert len(inclusive.sent) == 3
 
 
 def test_cursor_walk_stops_on_ids_not_ascending():
     client = FakeClient([calls(5, 9, 7)])
     with pytest.raises(PaginationError, match="returned call id 7 after 9"):
-        list(walk_calls(client, 42, 1, 3))  # type: ignore[arg-type]
+        list(walk_calls(client, 42, 1, CallPageSize(3)))  # type: ignore[arg-type]
 
 
 def test_cursor_walk_stops_on_ids_below_the_cursor():
     client = FakeClient([calls(3, 4)])
     with pytest.raises(PaginationError, match="currentId=10 returned call id 3"):
-        list(walk_calls(client, 42, 10, 3))  # type: ignore[arg-type]
+        list(walk_calls(client, 42, 10, CallPageSize(3)))  # type: ignore[arg-type]
 
 
 def test_cursor_walk_stops_when_the_cursor_does_not_advance():
     client = FakeClient([calls(5, 6), calls(6, 6)])
     with pytest.raises(PaginationError):
-        list(walk_calls(client, 42, 1, 2))  # type: ignore[arg-type]
+        list(walk_calls(client, 42, 1, CallPageSize(2)))  # type: ignore[arg-type]
 
 
 def test_call_id_sent_as_a_string_is_exact_and_float_is_refused():
-    client = FakeClient([{"calls": [{"id": "9007199254740993"}]}])
-    (page,) = walk_calls(client, 1, 1, 10)  # type: ignore[arg-type]
+    client = FakeClient([{"calls": [{"id": "9007199254740993"}]}, calls()])
+    (page,) = walk_calls(client, 1, 1, CallPageSize(10))  # type: ignore[arg-type]
     assert page[0]["id"] == 9007199254740993
     with pytest.raises(PaginationError, match="expects a 64-bit integer id"):
         to_id(9.007199254740993e15, "a call id")
