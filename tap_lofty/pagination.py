@@ -19,7 +19,6 @@ from tap_lofty.client import LoftyClient, LoftyError
 LOGGER = logging.getLogger("tap_lofty")
 
 LEADS_PATH = "/v1.0/leads"
-CALLS_PATH = "/v1.0/communication/call"
 #: Lofty's docs name the metadata key ``get_metadata``; live responses use ``_metadata``.
 METADATA_KEYS = ("_metadata", "get_metadata")
 #: Leads are listed oldest first, so that "leads created before T" is a finished prefix.
@@ -101,8 +100,8 @@ def scroll_leads(client: LoftyClient, page_size: int) -> Iterator[LeadsPage]:
         params = {"limit": page_size, **LEADS_SORT, "scrollId": scroll_id}
 
 
-class CallPageSize:
-    """The call endpoint's real page size, learnt during a run and shared by its threads.
+class HistoryPageSize:
+    """A per-lead history endpoint's real page size, learnt during a run, shared by threads.
 
     A page shorter than ``limit`` ends a lead's history only if Lofty really serves
     ``limit`` rows per page. Lofty documents 1..1000, but another of its endpoints
@@ -119,8 +118,10 @@ class CallPageSize:
 
     CHECKS = 3
 
-    def __init__(self, limit: int) -> None:
-        """Start from the ``limit`` the tap sends (``calls_page_size``)."""
+    def __init__(self, path: str, setting: str, limit: int) -> None:
+        """Start from the ``limit`` the tap sends to ``path`` (the value of ``setting``)."""
+        self.path = path
+        self.setting = setting
         self.limit = limit
         self.full = limit  # rows in a page that is not the last one
         self._longest = 0
@@ -149,49 +150,57 @@ class CallPageSize:
                 return
             self.full = rows
         LOGGER.warning(
-            "GET %s returned %d calls for leadId %s although more followed: Lofty serves at "
-            "most %d calls per page, not calls_page_size=%d. The tap pages by %d from now "
-            "on (no call is lost); set calls_page_size to %d to save requests.",
-            CALLS_PATH,
+            "GET %s returned %d records for leadId %s although more followed: Lofty serves "
+            "at most %d per page, not %s=%d. The tap pages by %d from now on (nothing is "
+            "lost); set %s to %d to save requests.",
+            self.path,
             rows,
             lead_id,
             rows,
+            self.setting,
             self.limit,
             rows,
+            self.setting,
             rows,
         )
 
 
-def walk_calls(
-    client: LoftyClient, lead_id: int, after_id: int, page_size: CallPageSize
+def walk_history(
+    client: LoftyClient,
+    path: str,
+    key: str,
+    *,
+    lead_id: int,
+    after_id: int,
+    page_size: HistoryPageSize,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Yield a lead's calls with ids above ``after_id``, ascending, each exactly once.
+    """Yield a lead's records (calls, ...) with ids above ``after_id``, ascending, once each.
 
     Cursor mode throughout: ``currentId`` is the last id returned (``after_id``, at
     least 1, for the first page), so the tap depends neither on what ``currentId=0``
     means nor on the order of offset mode. Lofty does not say whether the cursor is
     exclusive or inclusive; both work, because a returned id equal to the cursor is
     dropped. The history ends at a page without new calls, or at a page that
-    :class:`CallPageSize` shows to be short. Raises :class:`PaginationError` if ids
+    :class:`HistoryPageSize` shows to be short. Raises :class:`PaginationError` if ids
     are not ascending or a full page does not move the cursor.
     """
     cursor = max(after_id, 1)
     unsure_rows = 0  # length of the previous page if it may have been a capped one
     while True:
         params = {"leadId": lead_id, "limit": page_size.limit, "currentId": cursor}
-        body = client.get(CALLS_PATH, params)
-        calls = _records(body, "calls", f"GET {CALLS_PATH} for leadId {lead_id}")
+        body = client.get(path, params)
+        calls = _records(body, key, f"GET {path} for leadId {lead_id}")
         fresh: list[dict[str, Any]] = []
         previous = cursor
         for position, call in enumerate(calls):
-            call_id = to_id(call.get("id"), "a call id")
+            call_id = to_id(call.get("id"), f"an id from GET {path}")
             if call_id == cursor and position == 0:
                 continue  # an inclusive cursor repeats its own row
             if call_id <= previous:
                 raise PaginationError(
-                    f"GET {CALLS_PATH} for leadId {lead_id} with currentId={cursor} returned "
-                    f"call id {call_id} after {previous}. The tap relies on ids ascending "
-                    "from the cursor and stopped rather than skip calls. Please report it."
+                    f"GET {path} for leadId {lead_id} with currentId={cursor} returned "
+                    f"id {call_id} after {previous}. The tap relies on ids ascending "
+                    "from the cursor and stopped rather than skip records. Please report it."
                 )
             call["id"] = call_id
             fresh.append(call)
@@ -199,9 +208,9 @@ def walk_calls(
         if not fresh:
             if calls and len(calls) >= page_size.full:
                 raise PaginationError(
-                    f"GET {CALLS_PATH} for leadId {lead_id}: a full page at currentId={cursor} "
-                    "brought no new call, so the cursor cannot advance. With an inclusive "
-                    "cursor this happens when calls_page_size is 1; use 2 or more."
+                    f"GET {path} for leadId {lead_id}: a full page at currentId={cursor} "
+                    "brought no new record, so the cursor cannot advance. With an inclusive "
+                    "cursor this happens when the page size is 1; use 2 or more."
                 )
             if unsure_rows:
                 page_size.was_last(unsure_rows)

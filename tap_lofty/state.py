@@ -1,29 +1,39 @@
-"""The calls stream's state: one small bookmark for the whole account, not one per lead.
+"""A per-lead history stream's state: one small bookmark for the whole account, not one per lead.
 
-Layout of ``bookmarks.calls`` in STATE::
+Layout of ``bookmarks.<stream>`` (``calls``, ...) in STATE::
 
     {"replication_key": "id",
-     "replication_key_value": 7265..,     # every call with a lower or equal id is loaded
+     "replication_key_value": 7265..,     # every record with a lower or equal id is loaded
      "resume": {                          # only while a run is unfinished
          "createdBefore": "2026-11-28T15:10:00Z",  # this run's cut-off time
-         "maxIdCreatedBefore": 7266..,    # highest id seen among calls created before it
-         "leadsCreatedBefore": "2026-01-03T08:00:00Z"}}  # leads before this are done
+         "maxIdCreatedBefore": 7266..,    # highest id seen among records created before it
+         "leadsCreatedBefore": "2026-01-03T08:00:00Z",  # see "Resume" below
+         "leadsDone": 1234,
+         "leadsDoneHash": "9f3c..."}}
 
-Assumption (Lofty's ids are time-ordered, as its 15+ digit ids suggest): a call created
+Assumption (Lofty's ids are time-ordered, as its 15+ digit ids suggest): a record created
 later gets a higher id. Then a run that asks every lead for ids above the bookmark
-(``currentId``) gets every call created since the previous run, on old and new leads.
+(``currentId``) gets every record created since the previous run, on old and new leads.
 
 Why a cut-off: a run visits leads one after another, so a call created on lead A after
 A was visited is missed by this run, while lead B, visited later, may show a call with
 a higher id. So the next bookmark is not the highest id seen but the highest id among
-calls created before this run started (less a margin for clock skew); calls created
+records created before this run started (less a margin for clock skew); records created
 during the run are read again next run. That overlap is the documented, bounded
 re-read; targets upsert on ``id``.
 
-Resume: leads are listed oldest first; after each lead whose calls are all emitted,
-``leadsCreatedBefore`` moves to that lead's ``createTime``. A rerun from an interrupted
-run's STATE skips leads created strictly before it and keeps the interrupted run's
-cut-off, so nothing created meanwhile is lost.
+Resume, proven by what the run has seen, whatever order Lofty lists leads in. The
+marker says: "the ``leadsDone`` leads created before ``leadsCreatedBefore`` (whose ids
+hash to ``leadsDoneHash``) are done". It is built only from leads this run (or the run
+it resumes) actually read: ``leadsCreatedBefore`` is the creation time of the oldest
+lead listed but not yet done, so every listed lead created before it is done. Leads not
+yet listed are unknown; that is what the count and hash are for. A resumed run skips
+the leads created before the marker, and once the listing ends compares the leads it
+skipped with the marker: same count and same hash (an order-independent sum of a hash
+of each id) means they are the same leads. Otherwise (Lofty listed leads newest first,
+or a lead created earlier appeared since) the skipped leads are read after all, before
+the bookmark moves. So a listing in any order resumes without loss; the order only
+decides how much a resume saves (leads listed oldest first: nearly everything).
 
 The state stays a few hundred bytes whatever the number of leads.
 """
@@ -31,8 +41,11 @@ The state stays a few hundred bytes whatever the number of leads.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import heapq
 import logging
 import threading
+from collections import deque
 from typing import Any
 
 from tap_lofty.client import LoftyError
@@ -40,58 +53,137 @@ from tap_lofty.timefmt import LOFTY_UTC, LOFTY_UTC_FORMAT, format_rfc3339, parse
 
 LOGGER = logging.getLogger("tap_lofty")
 
-#: Calls created this long before the run started still count as "created during it",
-#: so a Lofty clock up to this far behind ours cannot make the tap skip a call.
+#: Records created this long before the run started still count as "created during it",
+#: so a Lofty clock up to this far behind ours cannot make the tap skip one.
 CLOCK_SKEW_MARGIN = dt.timedelta(minutes=10)
+_HASH_MOD = 1 << 64
 
 
 class StateError(LoftyError):
     """The STATE given to the tap cannot be used."""
 
 
-class CallsBookmark:
-    """Reads and advances ``bookmarks.calls``, a dict owned by the SDK's tap state."""
+def lead_hash(lead_id: int) -> int:
+    """Return a 64-bit hash of a lead id; their sum identifies a set of leads in any order."""
+    digest = hashlib.blake2b(lead_id.to_bytes(8, "big", signed=True), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
-    def __init__(self, stream_state: dict[str, Any], *, now: dt.datetime | None = None) -> None:
-        """Wrap the calls stream's writable state dict and start (or resume) a run."""
+
+class LeadSet:
+    """A set of leads summarised as (count, sum of id hashes mod 2^64)."""
+
+    def __init__(self, count: int = 0, digest: int = 0) -> None:
+        """Start from a count and digest (an empty set by default)."""
+        self.count = count
+        self.digest = digest
+
+    def add(self, lead_id: int) -> None:
+        """Add one lead (never the same one twice)."""
+        self.count += 1
+        self.digest = (self.digest + lead_hash(lead_id)) % _HASH_MOD
+
+    def __eq__(self, other: object) -> bool:
+        """Compare as sets: the same count and the same digest."""
+        return isinstance(other, LeadSet) and (self.count, self.digest) == (
+            other.count,
+            other.digest,
+        )
+
+    def __hash__(self) -> int:
+        """Hash like the pair it is."""
+        return hash((self.count, self.digest))
+
+
+class LeadHistoryBookmark:
+    """Reads and advances ``bookmarks.<stream>``, a dict owned by the SDK's tap state.
+
+    The stream calls :meth:`lead_listed` for every lead it plans to read (in listing
+    order), :meth:`should_sync_lead` to skip leads a resumed run has done,
+    :meth:`observe` for every record it emits, :meth:`lead_done` after a lead's last
+    record, :meth:`leads_to_reread` once the listing has ended and :meth:`finish` at the
+    end of a complete run.
+    """
+
+    def __init__(
+        self, stream_state: dict[str, Any], stream: str, *, now: dt.datetime | None = None
+    ) -> None:
+        """Wrap the stream's writable state dict and start (or resume) a run."""
         self._state = stream_state
+        self._stream = stream
         self._lock = threading.Lock()
-        self.start_after = _int_or_none(stream_state.get("replication_key_value"))
+        self.start_after = self._int_or_none(stream_state.get("replication_key_value"))
         stream_state["replication_key"] = "id"
         resume = stream_state.get("resume")
+        # What the interrupted run proved done, and what this run has skipped for it.
+        self.skip_before: dt.datetime | None = None
+        self._carried = LeadSet()  # what the interrupted run claimed, to check the skips
+        self._claimed = LeadSet()  # what this run claims: the carried leads and its own
+        self._skipped = LeadSet()
+        self._skipped_ids: list[int] = []
         if isinstance(resume, dict) and resume.get("createdBefore"):
-            self.cutoff = _time(resume["createdBefore"], "resume.createdBefore")
-            self.max_id = _int_or_none(resume.get("maxIdCreatedBefore"))
+            self.cutoff = self._time(resume["createdBefore"], "resume.createdBefore")
+            self.max_id = self._int_or_none(resume.get("maxIdCreatedBefore"))
             skip = resume.get("leadsCreatedBefore")
-            self.skip_leads_before = _time(skip, "resume.leadsCreatedBefore") if skip else None
+            if skip:
+                self.skip_before = self._time(skip, "resume.leadsCreatedBefore")
+                count = self._count(resume.get("leadsDone"))
+                digest = self._digest(resume.get("leadsDoneHash"))
+                self._carried = LeadSet(count, digest)
+                self._claimed = LeadSet(count, digest)
             LOGGER.info(
-                "Resuming an unfinished run: leads created before %s are done; calls above "
-                "id %s are read.",
-                skip or "(none)",
+                "%s: resuming an unfinished run: %s; records above id %s are read.",
+                stream,
+                f"{self._claimed.count:,} lead(s) created before {skip} are done"
+                if self.skip_before
+                else "no lead is known to be done",
                 self.start_after,
             )
         else:
             started = now or dt.datetime.now(dt.timezone.utc)
             self.cutoff = started - CLOCK_SKEW_MARGIN
             self.max_id = None
-            self.skip_leads_before = None
-        # Seconds only: a call in the cut-off's own second counts as after it (safe side).
+        self.leads_done_before = self._claimed.count
+        # Seconds only: a record in the cut-off's own second counts as after it (safe side).
         self._cutoff_text = self.cutoff.strftime(LOFTY_UTC_FORMAT)
-        self._done_before: dt.datetime | None = self.skip_leads_before
-        self._last_lead_time: dt.datetime | None = None
-        self._ordered = True
+        # Leads listed and not yet done, in listing order, and the running minimum of
+        # their creation times (a monotonic deque of (time, listing number)).
+        self._pending: deque[int] = deque()
+        self._pending_min: deque[tuple[dt.datetime, int]] = deque()
+        self._listed = 0
+        self._newest_listed: dt.datetime | None = None
+        # Leads done but created at or after the marker: claimed once it passes them.
+        self._done_unclaimed: list[tuple[dt.datetime, int]] = []
+        self._marker = self.skip_before
         self._write_resume()
 
-    def should_sync_lead(self, lead: dict[str, Any]) -> bool:
-        """Whether this lead's calls still need reading in this run."""
-        if self.skip_leads_before is None:
-            return True
-        created = _lead_created(lead)
-        return created is None or created >= self.skip_leads_before
+    # ------------------------------------------------------------------ per lead
 
-    def observe_call(self, call: dict[str, Any]) -> None:
-        """Count an emitted call towards the next bookmark if created before the cut-off."""
-        created = call.get("createTime")
+    def should_sync_lead(self, lead: dict[str, Any]) -> bool:
+        """Whether this lead's records still need reading in this run."""
+        created = _lead_created(lead)
+        if self.skip_before is None or created is None or created >= self.skip_before:
+            return True
+        self._skipped.add(lead["leadId"])
+        self._skipped_ids.append(lead["leadId"])
+        return False
+
+    def lead_listed(self, lead: dict[str, Any]) -> None:
+        """Record that this run will read this lead (call in listing order)."""
+        created = _lead_created(lead)
+        number = self._listed
+        self._listed += 1
+        self._pending.append(number)
+        # A lead without a creation time can never be claimed: it holds the marker back.
+        key = created if created is not None else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+        while self._pending_min and self._pending_min[-1][0] >= key:
+            self._pending_min.pop()
+        self._pending_min.append((key, number))
+        if created is not None and (self._newest_listed is None or created > self._newest_listed):
+            self._newest_listed = created
+
+    def observe(self, record: dict[str, Any]) -> None:
+        """Count an emitted record towards the next bookmark if created before the cut-off."""
+        created = record.get("createTime")
         if not isinstance(created, str):
             return  # unknown creation time: cannot be trusted to advance the bookmark
         if LOFTY_UTC.fullmatch(created):  # the documented format: compare as text, fast
@@ -101,29 +193,55 @@ class CallsBookmark:
             when = parse_lofty_time(created)
             if when is None or when >= self.cutoff:
                 return
-        call_id = call["id"]
+        record_id = record["id"]
         with self._lock:
-            if self.max_id is None or call_id > self.max_id:
-                self.max_id = call_id
+            if self.max_id is None or record_id > self.max_id:
+                self.max_id = record_id
 
     def lead_done(self, lead: dict[str, Any]) -> None:
-        """Record that every call of this lead (as listed) has been emitted."""
+        """Record that every record of this lead (listed next in order) has been emitted."""
+        number = self._pending.popleft()
+        if self._pending_min and self._pending_min[0][1] == number:
+            self._pending_min.popleft()
         created = _lead_created(lead)
-        if not self._ordered:
+        if created is not None:
+            heapq.heappush(self._done_unclaimed, (created, lead["leadId"]))
+        # Every listed lead created before the oldest pending one is done.
+        marker = self._pending_min[0][0] if self._pending_min else self._newest_listed
+        if marker is None or (self._marker is not None and marker <= self._marker):
             return
-        if created is None or (self._last_lead_time is not None and created < self._last_lead_time):
-            self._ordered = False
-            LOGGER.warning(
-                "Lofty did not list leads in creation order (sort=CreateTime), so this run "
-                "cannot record which leads are done: if it is interrupted, the next run "
-                "re-reads every lead from the bookmark. No call is lost."
-            )
-            self._state.get("resume", {}).pop("leadsCreatedBefore", None)
-            self._done_before = None
-            return
-        self._last_lead_time = created
-        self._done_before = created
+        self._marker = marker
+        while self._done_unclaimed and self._done_unclaimed[0][0] < marker:
+            self._claimed.add(heapq.heappop(self._done_unclaimed)[1])
         self._write_resume()
+
+    # ------------------------------------------------------------------ end of the run
+
+    def leads_to_reread(self) -> list[int]:
+        """After the listing: the skipped leads, if they are not exactly the ones done before.
+
+        Empty when the resume marker holds (or there was none). Otherwise the marker is
+        dropped from STATE, so that an interruption while re-reading them resumes safely.
+        """
+        if self.skip_before is None or self._skipped == self._carried:
+            return []
+        LOGGER.warning(
+            "%s: the %s lead(s) created before %s that this resumed run skipped are not "
+            "exactly the %s lead(s) the interrupted run had done (Lofty did not list "
+            "leads oldest first, or leads appeared or left since). Reading them again; "
+            "nothing is lost.",
+            self._stream,
+            f"{self._skipped.count:,}",
+            format_rfc3339(self.skip_before),
+            f"{self._carried.count:,}",
+        )
+        self.skip_before = None
+        self._marker = None
+        self._carried = self._claimed = LeadSet()
+        self._done_unclaimed.clear()
+        self._write_resume()
+        reread, self._skipped_ids = self._skipped_ids, []
+        return reread
 
     def finish(self) -> None:
         """Every lead was read: promote the run's high-water mark and drop ``resume``."""
@@ -137,35 +255,54 @@ class CallsBookmark:
         resume: dict[str, Any] = {"createdBefore": format_rfc3339(self.cutoff)}
         if self.max_id is not None:
             resume["maxIdCreatedBefore"] = self.max_id
-        if self._done_before is not None:
-            resume["leadsCreatedBefore"] = format_rfc3339(self._done_before)
+        if self._marker is not None:
+            resume["leadsCreatedBefore"] = format_rfc3339(self._marker)
+            resume["leadsDone"] = self._claimed.count
+            resume["leadsDoneHash"] = f"{self._claimed.digest:016x}"
         self._state["resume"] = resume
+
+    # ------------------------------------------------------------------ reading STATE
+
+    def _int_or_none(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        raise StateError(
+            f"The {self._stream} bookmark in the STATE given to the tap is {value!r}; it must "
+            "be an integer id. Fix the state (or clear it for a full sync: "
+            "`meltano state clear <state id>`)."
+        )
+
+    def _count(self, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise self._bad("resume.leadsDone", value, "a count of leads")
+
+    def _digest(self, value: Any) -> int:
+        try:
+            digest = int(value, 16) if isinstance(value, str) else -1
+        except ValueError:
+            digest = -1
+        if not 0 <= digest < _HASH_MOD:
+            raise self._bad("resume.leadsDoneHash", value, "16 hexadecimal digits")
+        return digest
+
+    def _time(self, value: Any, name: str) -> dt.datetime:
+        parsed = parse_lofty_time(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise self._bad(name, value, "an RFC 3339 time")
+        return parsed
+
+    def _bad(self, name: str, value: Any, what: str) -> StateError:
+        return StateError(
+            f"bookmarks.{self._stream}.{name} in the STATE given to the tap is {value!r}, "
+            f"not {what}. Fix or clear the state (`meltano state clear <state id>`)."
+        )
 
 
 def _lead_created(lead: dict[str, Any]) -> dt.datetime | None:
     value = lead.get("createTime")
     return parse_lofty_time(value) if isinstance(value, str) else None
-
-
-def _int_or_none(value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    raise StateError(
-        f"The calls bookmark in the STATE given to the tap is {value!r}; it must be an "
-        "integer call id. Fix the state (or clear it for a full sync: "
-        "`meltano state clear <state id>`)."
-    )
-
-
-def _time(value: Any, name: str) -> dt.datetime:
-    parsed = parse_lofty_time(value) if isinstance(value, str) else None
-    if parsed is None:
-        raise StateError(
-            f"bookmarks.calls.{name} in the STATE given to the tap is {value!r}, not an "
-            "RFC 3339 time. Fix or clear the state."
-        )
-    return parsed

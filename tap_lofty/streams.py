@@ -1,4 +1,9 @@
-"""The two streams: ``leads`` and its child ``calls``."""
+"""The streams: ``leads`` and the per-lead history streams (``calls``) that are its children.
+
+Each stream class says everything about its endpoint (path, response key, cursor, keys,
+page-size setting); :class:`LeadHistoryStream` is the one machinery they share: the
+resume-safe bookmark, the prefetch pool, page-size learning and per-lead progress.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +12,28 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
-from singer_sdk import Stream, metrics
+from singer_sdk import SchemaDirectory, Stream, StreamSchema, Tap, metrics
 from singer_sdk.helpers._util import utc_now
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.helpers.types import Context, Record
 from singer_sdk.singerlib import RecordMessage
 from typing_extensions import override
 
-from tap_lofty.client import LeadNotFoundError, LoftyError
-from tap_lofty.pagination import CallPageSize, scroll_leads, to_id, walk_calls
+from tap_lofty.client import LeadNotFoundError, LoftyClient, LoftyError
+from tap_lofty.pagination import HistoryPageSize, scroll_leads, to_id, walk_history
 from tap_lofty.prefetch import OrderedPrefetcher
-from tap_lofty.state import CallsBookmark
+from tap_lofty.progress import Progress
+from tap_lofty.state import LeadHistoryBookmark
 from tap_lofty.timefmt import TimeFormatError, to_rfc3339
 
-if TYPE_CHECKING:
-    from tap_lofty.tap import TapLofty
-
 LOGGER = logging.getLogger("tap_lofty")
-SCHEMAS = resources.files("tap_lofty") / "schemas"
+SCHEMAS = SchemaDirectory(resources.files("tap_lofty") / "schemas")
+#: The column that keeps, per record, every field Lofty sent that the schema lacks.
+UNKNOWN_FIELDS = "lofty_unknown_fields"
 _QUIET_METRICS = logging.getLogger("tap_lofty.per_lead_metrics")
 _QUIET_METRICS.setLevel(logging.WARNING)
 
@@ -40,30 +45,37 @@ def _quiet(meter: M) -> M:
     return meter
 
 
-#: A lead Lofty no longer has when its calls are fetched.
-GONE = None
+class LoftyTap(Protocol):
+    """What the streams need from the tap: the run's one client and its progress counters."""
+
+    @property
+    def client(self) -> LoftyClient:
+        """The HTTP client every request goes through."""
+
+    @property
+    def progress(self) -> Progress:
+        """Counters behind the progress lines."""
 
 
 class LoftyStream(Stream):
     """A stream whose schema is ``schemas/<name>.json`` and whose data comes from Lofty."""
 
+    schema = StreamSchema(SCHEMAS)
     id_fields: ClassVar[tuple[str, ...]] = ()
     time_fields: ClassVar[tuple[str, ...]] = ()
     # post_process conforms each record itself (see _conform): the SDK's generic
     # conformance walks every field of every record and took half the tap's CPU.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
-    def __init__(self, tap: TapLofty) -> None:
-        """Create the stream for ``tap``, loading its JSON schema file."""
-        schema = json.loads((SCHEMAS / f"{self.name}.json").read_text(encoding="utf-8"))
-        super().__init__(tap, schema=schema)
-        self.tap: TapLofty = tap
+    def __init__(self, tap: Tap) -> None:
+        """Create the stream for ``tap``."""
+        super().__init__(tap)
+        self.lofty = cast(LoftyTap, tap)
         self._shape_cache: _RecordShape | None = None
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         """Make ids exact ints and times RFC 3339 UTC; fail clearly on anything else."""
-        self._conform(row)
         for field in self.id_fields:
             value = row.get(field)
             if value is not None:
@@ -73,13 +85,16 @@ class LoftyStream(Stream):
                 if field in row:
                     row[field] = to_rfc3339(row[field], field)
         except TimeFormatError as exc:
-            key = self.primary_keys[0]
-            msg = (
-                f"{self.name} record {key}={row.get(key)}: {exc}. The tap stopped rather "
-                "than load a wrong time; please report this value."
-            )
-            raise LoftyError(msg) from exc
+            raise self._record_error(row, str(exc)) from exc
+        self._conform(row)
         return row
+
+    def _record_error(self, row: Record, problem: str) -> LoftyError:
+        key = self.primary_keys[0]
+        return LoftyError(
+            f"{self.name} record {key}={row.get(key)}: {problem}. The tap stopped rather "
+            "than load a wrong value; please report this value."
+        )
 
     @property
     def _shape(self) -> _RecordShape:
@@ -88,29 +103,70 @@ class LoftyStream(Stream):
         return self._shape_cache
 
     def _conform(self, row: Record) -> None:
-        """Do what the SDK's root-level conformance does, for this schema only.
+        """Make the record fit its schema without losing or silently changing anything.
 
-        Fields the schema does not know are dropped (with one warning per stream and
-        set of fields), and 0/1 in boolean fields become false/true. Nested objects
-        pass through as Lofty sent them.
+        - A field the schema does not know moves into ``lofty_unknown_fields`` (one
+          object per record), with one warning per stream and set of fields.
+        - 0/1 in a boolean field become false/true (Lofty's booleans are sometimes ints).
+        - An object, array, number or boolean in a string field becomes its JSON text,
+          with one warning per field; a digit string in an integer field becomes the
+          exact integer. Any other mismatch stops the run, naming record and field.
         """
         shape = self._shape
         if not shape.properties.issuperset(row):
-            unknown = tuple(sorted(k for k in row if k not in shape.properties))
-            for key in unknown:
-                del row[key]
-            if unknown not in shape.warned:
-                shape.warned.add(unknown)
+            unknown = {k: row.pop(k) for k in [k for k in row if k not in shape.properties]}
+            row[UNKNOWN_FIELDS] = unknown
+            names = tuple(sorted(unknown))
+            if names not in shape.warned:
+                shape.warned.add(names)
                 self.logger.warning(
                     "Lofty sent fields %s in the '%s' stream that its schema does not have; "
-                    "they are not loaded.",
-                    unknown,
+                    "they are loaded in the %s column.",
+                    names,
                     self.name,
+                    UNKNOWN_FIELDS,
                 )
-        for field in shape.booleans:
-            value = row.get(field)
-            if isinstance(value, int) and not isinstance(value, bool):
-                row[field] = value != 0
+        accepts = shape.accepts
+        for field, value in row.items():
+            allowed = accepts.get(field)
+            if allowed is not None and type(value) not in allowed:
+                row[field] = self._fix(row, field, value, allowed)
+        for field, item_types in shape.scalar_items.items():
+            items = row.get(field)
+            if isinstance(items, list) and any(type(i) not in item_types for i in items):
+                row[field] = [
+                    i if type(i) in item_types else self._fix(row, f"{field}[]", i, item_types)
+                    for i in items
+                ]
+
+    def _fix(self, row: Record, field: str, value: Any, allowed: frozenset[type]) -> Any:
+        """Turn a value of the wrong JSON type into the declared one, or fail clearly."""
+        if bool in allowed and type(value) is int and value in (0, 1):
+            return value == 1
+        if int in allowed and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            self._warn_once(field, "a digit string", "the exact integer")
+            return int(value)
+        if str in allowed and not isinstance(value, str):
+            self._warn_once(field, f"a JSON {_json_type(value)}", "its JSON text")
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        declared = sorted(_JSON_NAMES[t] for t in allowed)
+        raise self._record_error(
+            row,
+            f"field {field!r} holds a JSON {_json_type(value)} ({value!r:.80}) where the schema "
+            f"declares {' or '.join(declared)}",
+        )
+
+    def _warn_once(self, field: str, got: str, loaded_as: str) -> None:
+        if (field, got) not in self._shape.warned_types:
+            self._shape.warned_types.add((field, got))
+            self.logger.warning(
+                "Lofty sent %s in the '%s' field of the '%s' stream, whose schema declares "
+                "another type; it is loaded as %s.",
+                got,
+                field,
+                self.name,
+                loaded_as,
+            )
 
     @override
     def _generate_record_messages(self, record: Record) -> Generator[RecordMessage, None, None]:
@@ -131,25 +187,66 @@ class LoftyStream(Stream):
                 )
 
 
+_PY_TYPES: dict[str, frozenset[type]] = {
+    "string": frozenset({str}),
+    "integer": frozenset({int}),
+    "number": frozenset({int, float}),
+    "boolean": frozenset({bool}),
+    "object": frozenset({dict}),
+    "array": frozenset({list}),
+    "null": frozenset({type(None)}),
+}
+_JSON_NAMES: dict[type, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _accepted(prop: dict[str, Any]) -> frozenset[type] | None:
+    """Return the Python types a JSON Schema ``type`` allows; None if it names none."""
+    kinds = _types(prop)
+    if not kinds:
+        return None
+    return frozenset().union(*(_PY_TYPES.get(kind, frozenset()) for kind in kinds))
+
+
 @dataclasses.dataclass
 class _RecordShape:
     """What :meth:`LoftyStream._conform` needs from a stream's schema."""
 
     properties: frozenset[str]
-    booleans: tuple[str, ...]
+    accepts: dict[str, frozenset[type]]
+    scalar_items: dict[str, frozenset[type]]  # arrays of strings or integers: item types
     deselects: bool  # whether the catalog deselects a field
     warned: set[tuple[str, ...]] = dataclasses.field(default_factory=set)
+    warned_types: set[tuple[str, str]] = dataclasses.field(default_factory=set)
 
     @classmethod
     def of(cls, stream: Stream) -> _RecordShape:
         """Read it from the stream's schema and catalog selection (known once it syncs)."""
-        properties = stream.schema.get("properties", {})
-        booleans = tuple(
-            name
-            for name, prop in properties.items()
-            if set(_types(prop)) in ({"boolean"}, {"boolean", "null"})
+        properties: dict[str, Any] = stream.schema.get("properties", {})
+        accepts = {name: kinds for name, p in properties.items() if (kinds := _accepted(p))}
+        scalar_items = {}
+        for name, prop in properties.items():
+            items = prop.get("items")
+            kinds = _accepted(items) if isinstance(items, dict) else None
+            if kinds and not kinds & {dict, list}:
+                scalar_items[name] = kinds | {type(None)}
+        return cls(
+            frozenset(properties),
+            accepts,
+            scalar_items,
+            deselects=not all(stream.mask.values()),
         )
-        return cls(frozenset(properties), booleans, deselects=not all(stream.mask.values()))
 
 
 def _types(prop: dict[str, Any]) -> list[str]:
@@ -166,100 +263,127 @@ class LeadsStream(LoftyStream):
     id_fields = ("leadId", "leadUserId", "stageId", "assignedUserId", "lenderUserId", "teamId")
     time_fields = ("createTime", "assignTime", "lastUpdateTime", "lastTouch", "lastVisit")
 
+    def _histories(self) -> list[LeadHistoryStream]:
+        """Return the per-lead child streams this run syncs (whichever they are)."""
+        return [
+            child
+            for child in self.child_streams
+            if isinstance(child, LeadHistoryStream)
+            and (child.selected or child.has_selected_descendents)
+        ]
+
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, Any]]:
-        """Yield leads oldest first, keeping the next leads' call fetches in flight."""
-        calls = self.tap.calls_stream
-        progress = self.tap.progress
+        """Yield every lead, keeping the next leads' history fetches in flight."""
+        histories = self._histories()
+        progress = self.lofty.progress
+        lookahead = max((h.lookahead for h in histories), default=0)
         ahead: deque[dict[str, Any]] = deque()
-        for page in scroll_leads(self.tap.client, self.config["leads_page_size"]):
+        for page in scroll_leads(self.lofty.client, self.config["leads_page_size"]):
             if page.total is not None:
                 progress.leads_total = page.total
             for lead in page.leads:
-                calls.schedule(lead)
+                for history in histories:
+                    history.schedule(lead)
                 ahead.append(lead)
-                while len(ahead) > calls.lookahead:
+                while len(ahead) > lookahead:
                     yield ahead.popleft()
         while ahead:
             yield ahead.popleft()
-        calls.finish_run()
+        for history in histories:
+            history.finish_listing()
+        LOGGER.info(progress.summary())
 
     @override
     def generate_child_contexts(
         self, record: Record, context: Context | None
     ) -> Iterable[Context | None]:
-        """Hand ``{"leadId": ...}`` to ``calls``, except for leads a resumed run has done."""
-        if self.tap.calls_stream.is_scheduled(record["leadId"]):
+        """Hand ``{"leadId": ...}`` to the children, unless none of them reads this lead."""
+        if any(h.is_scheduled(record["leadId"]) for h in self._histories()):
             yield {"leadId": record["leadId"]}
 
 
-class CallsStream(LoftyStream):
-    """Each lead's call history, from ``GET /v1.0/communication/call`` (``currentId`` cursor).
+#: What a prefetch hands back for one lead: its first page and the walk that goes on
+#: from there (so memory is bounded by pages, not by a lead's history), or ``GONE``.
+_Fetched = tuple[list[dict[str, Any]], Iterator[list[dict[str, Any]]]]
+#: A lead Lofty no longer has when its history is fetched (404 LEAD_NOT_EXIST).
+GONE = None
+
+
+class LeadHistoryStream(LoftyStream):
+    """One lead's history from a per-lead endpoint paged by the ``currentId`` cursor.
 
     Incremental on ``id`` with one bookmark for the whole account (see
-    :mod:`tap_lofty.state`), not one per lead.
+    :mod:`tap_lofty.state`), not one per lead. A subclass names its endpoint
+    (``path``, ``records_key``, ``page_size_setting``) and its fields.
     """
 
-    name = "calls"
     parent_stream_type = LeadsStream
     primary_keys: ClassVar[tuple[str, ...]] = ("id",)
     replication_key = "id"
     # One flat bookmark: the SDK's default of one partition per lead makes STATE grow
     # with the account and every STATE message quadratic in the number of leads.
     state_partitioning_keys: ClassVar[tuple[str, ...]] = ()
-    id_fields = ("id", "leadId", "dialerCallRecordId", "userId", "agentId")
-    time_fields = ("startTime", "endTime", "createTime", "updateTime")
+    path: ClassVar[str]
+    records_key: ClassVar[str]
+    page_size_setting: ClassVar[str]
     #: Shortest gap between two STATE messages written after a lead; at most this
     #: much progress is lost if the run is killed.
     STATE_INTERVAL_S = 1.0
 
-    def __init__(self, tap: TapLofty) -> None:
+    def __init__(self, tap: Tap) -> None:
         """Create the stream; the run's bookmark and fetch pool start with the sync."""
         super().__init__(tap)
-        self._bookmark: CallsBookmark | None = None
-        self._prefetcher: OrderedPrefetcher[list[dict[str, Any]] | None] | None = None
+        self._bookmark: LeadHistoryBookmark | None = None
+        self._prefetcher: OrderedPrefetcher[_Fetched | None] | None = None
         self._scheduled: dict[int, dict[str, Any]] = {}
         self._last_state_write = 0.0
         self._schema_sent = False
-        self._page_size = CallPageSize(self.config["calls_page_size"])
-        self.lookahead = 0
+        self._page_size = HistoryPageSize(
+            self.path, self.page_size_setting, self.config[self.page_size_setting]
+        )
+        self.lookahead = 2 * max(self.config["max_concurrency"], 1)
         # The SDK logs two lines and two metrics per child context, i.e. per lead:
         # 400,000 lines on a 100,000-lead account. Progress lines replace them.
         self.logger.setLevel(max(self.logger.getEffectiveLevel(), logging.WARNING))
 
     @property
-    def bookmark(self) -> CallsBookmark:
+    def bookmark(self) -> LeadHistoryBookmark:
         """Return this run's bookmark, created from the incoming STATE on first use."""
         if self._bookmark is None:
-            self._bookmark = CallsBookmark(self.stream_state)
+            self._bookmark = LeadHistoryBookmark(self.stream_state, self.name)
         return self._bookmark
 
     def schedule(self, lead: dict[str, Any]) -> None:
-        """Plan (and start fetching) this lead's calls unless this run need not read them."""
-        if not (self.selected or self.has_selected_descendents):
-            return
+        """Plan (and start fetching) this lead's history unless this run need not read it."""
         if not self.bookmark.should_sync_lead(lead):
             return
         lead_id = lead["leadId"]
+        self.bookmark.lead_listed(lead)
         self._scheduled[lead_id] = lead
         if self._prefetcher is None:
             self._prefetcher = OrderedPrefetcher(self._fetch_lead, self.config["max_concurrency"])
-            self.lookahead = self._prefetcher.lookahead
         self._prefetcher.submit(lead_id)
 
     def is_scheduled(self, lead_id: int) -> bool:
-        """Whether :meth:`schedule` planned a call fetch for this lead."""
+        """Whether :meth:`schedule` planned a fetch for this lead."""
         return lead_id in self._scheduled
 
-    def finish_run(self) -> None:
-        """Every lead was listed and read: promote the bookmark and log the summary."""
+    def finish_listing(self) -> None:
+        """Every lead was listed: read what a resume skipped wrongly, then promote the bookmark."""
+        reread = self.bookmark.leads_to_reread()
+        _bounded(
+            ({"leadId": lead_id} for lead_id in reread),
+            self.schedule,
+            lambda lead: self.sync(context={"leadId": lead["leadId"]}),
+            self.lookahead,
+        )
         if self._prefetcher is not None:
             self._prefetcher.close()
             self._prefetcher = None
         if self.selected:
             self.bookmark.finish()
             self._force_state_message()
-        LOGGER.info(self.tap.progress.summary())
 
     @override
     def get_record_counter(
@@ -273,55 +397,68 @@ class CallsStream(LoftyStream):
         """Time each lead without a metric line per lead."""
         return _quiet(super().get_sync_timer())
 
-    def _fetch_lead(self, lead_id: int) -> list[dict[str, Any]] | None:
-        """All calls of one lead above the bookmark, or ``GONE``; runs on a worker thread."""
-        calls: list[dict[str, Any]] = []
+    def _fetch_lead(self, lead_id: int) -> _Fetched | None:
+        """Fetch the first page of a lead's history above the bookmark (on a worker thread)."""
+        pages = walk_history(
+            self.lofty.client,
+            self.path,
+            self.records_key,
+            lead_id=lead_id,
+            after_id=self.bookmark.start_after or 1,
+            page_size=self._page_size,
+        )
         try:
-            for page in walk_calls(
-                self.tap.client,
-                lead_id,
-                self.bookmark.start_after or 1,
-                self._page_size,
-            ):
-                calls.extend(page)
+            return next(pages, []), pages
         except LeadNotFoundError:
             return GONE
-        return calls
 
     @override
     def get_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
-        """Yield one lead's new calls, ascending by id, then mark the lead done."""
+        """Yield one lead's new records, ascending by id, then mark the lead done."""
         if context is None:
-            msg = "calls is a child of leads and needs a leadId context"
+            msg = f"{self.name} is a child of leads and needs a leadId context"
             raise LoftyError(msg)
         lead_id = context["leadId"]
-        lead = self._scheduled.pop(lead_id)
+        lead = self._scheduled.pop(lead_id, None)
+        if lead is None:
+            return  # another child stream reads this lead; this one need not
         assert self._prefetcher is not None
-        calls = self._prefetcher.take(lead_id)
-        if calls is GONE:
-            LOGGER.warning(
-                "Lead %s was listed but Lofty answered 404 LEAD_NOT_EXIST for its calls "
-                "(deleted meanwhile); skipped.",
-                lead_id,
-            )
-            self.tap.progress.lead_skipped(lead_id)
-            calls = []
+        fetched = self._prefetcher.take(lead_id)
+        count = 0
         bookmark = self.bookmark
-        for call in calls:
-            call.setdefault("leadId", lead_id)
-            bookmark.observe_call(call)
-            yield call
+        if fetched is GONE:
+            self._gone(lead_id)
+        else:
+            first, rest = fetched
+            try:
+                for page in _chain(first, rest):
+                    for record in page:
+                        record.setdefault("leadId", lead_id)
+                        bookmark.observe(record)
+                        yield record
+                    count += len(page)
+            except LeadNotFoundError:
+                self._gone(lead_id)
         bookmark.lead_done(lead)
-        self.tap.progress.lead_finished(len(calls))
+        self.lofty.progress.lead_finished(count)
         if time.monotonic() - self._last_state_write >= self.STATE_INTERVAL_S:
             self.state_manager.is_flushed = False
+
+    def _gone(self, lead_id: int) -> None:
+        LOGGER.warning(
+            "Lead %s was listed but Lofty answered 404 LEAD_NOT_EXIST for its %s "
+            "(deleted meanwhile); skipped.",
+            lead_id,
+            self.name,
+        )
+        self.lofty.progress.lead_skipped(lead_id)
 
     @override
     def _increment_stream_state(
         self, latest_record: Record, *, context: Context | None = None
     ) -> None:
-        # The bookmark is advanced by CallsBookmark (cut-off rule), not by the SDK's
-        # "highest value seen", which could skip calls created during the run.
+        # The bookmark is advanced by LeadHistoryBookmark (cut-off rule), not by the
+        # SDK's "highest value seen", which could skip records created during the run.
         return
 
     @override
@@ -345,3 +482,38 @@ class CallsStream(LoftyStream):
         self.state_manager.is_flushed = False
         self._last_state_write = 0.0
         self._write_state_message()
+
+
+def _chain(
+    first: list[dict[str, Any]], rest: Iterator[list[dict[str, Any]]]
+) -> Iterator[list[dict[str, Any]]]:
+    yield first
+    yield from rest
+
+
+T = TypeVar("T")
+
+
+def _bounded(
+    items: Iterable[T], start: Callable[[T], None], finish: Callable[[T], None], ahead: int
+) -> None:
+    """``start`` each item, and ``finish`` it once ``ahead`` more have been started."""
+    started: deque[T] = deque()
+    for item in items:
+        start(item)
+        started.append(item)
+        while len(started) > ahead:
+            finish(started.popleft())
+    while started:
+        finish(started.popleft())
+
+
+class CallsStream(LeadHistoryStream):
+    """Each lead's call history, from ``GET /v1.0/communication/call``."""
+
+    name = "calls"
+    path = "/v1.0/communication/call"
+    records_key = "calls"
+    page_size_setting = "calls_page_size"
+    id_fields = ("id", "leadId", "dialerCallRecordId", "userId", "agentId")
+    time_fields = ("startTime", "endTime", "createTime", "updateTime")

@@ -21,7 +21,7 @@ from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
 from tap_lofty.client import LoftyClient, LoftyError, auth_header
-from tap_lofty.pagination import CALLS_PATH, LEADS_PATH, to_id
+from tap_lofty.pagination import LEADS_PATH, to_id
 from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import WINDOW_S, RequestBudget
 from tap_lofty.streams import CallsStream, LeadsStream
@@ -197,13 +197,6 @@ class TapLofty(Tap):
         """Counters behind the progress lines and the end-of-run summary."""
         return Progress(self.client.stats, self.client.budget)
 
-    @property
-    def calls_stream(self) -> CallsStream:
-        """The ``calls`` stream of this tap."""
-        stream = self.streams["calls"]
-        assert isinstance(stream, CallsStream)
-        return stream
-
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         errors = super()._validate_config(raise_errors=False)
@@ -227,7 +220,7 @@ class TapLofty(Tap):
         if not leads:
             return "the leads endpoint answered; no lead to try the calls endpoint with"
         lead_id = to_id(leads[0].get("leadId"), "leadId")
-        self.client.get(CALLS_PATH, {"leadId": lead_id, "limit": 1})
+        self.client.get(CallsStream.path, {"leadId": lead_id, "limit": 1})
         return "both the leads and the calls endpoints answered"
 
     @override

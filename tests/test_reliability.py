@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -224,7 +225,17 @@ def canned_config(server: ThreadingHTTPServer) -> dict[str, Any]:
 
 
 def test_unexpected_data_passes_through(canned, caplog):
-    CannedLofty.leads = [{"leadId": "9007199254740993", "brandNewField": {"x": 1}}]
+    CannedLofty.leads = [
+        {
+            "leadId": "9007199254740993",
+            "brandNewField": {"x": 1},
+            "opportunity": {"id": 12, "type": "Buyer"},  # live: an object; spec: a string
+            "leadType": 2,
+            "privateFlag": True,
+            "score": "12",  # a digit string in an integer field
+            "emails": ["a@example.com", 5],  # a number in a list of strings
+        }
+    ]
     CannedLofty.calls = {
         9007199254740993: [
             {
@@ -253,11 +264,42 @@ def test_unexpected_data_passes_through(canned, caplog):
         "createTime": "2026-04-22T10:15:00Z",
         "isMachineAnswered": True,
         "recordingSwitch": False,
+        "lofty_unknown_fields": {"surpriseField": 1},
     }
-    assert out.records["leads"] == [{"leadId": 9007199254740993}]
+    assert out.records["leads"] == [
+        {
+            "leadId": 9007199254740993,
+            "lofty_unknown_fields": {"brandNewField": {"x": 1}},
+            "opportunity": '{"id":12,"type":"Buyer"}',
+            "leadType": 2,
+            "privateFlag": True,
+            "score": 12,
+            "emails": ["a@example.com", "5"],
+        }
+    ]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("('surpriseField',)" in w and "'calls'" in w for w in warnings), warnings
     assert any("('brandNewField',)" in w and "'leads'" in w for w in warnings), warnings
+    assert any("a JSON object in the 'opportunity' field" in w for w in warnings), warnings
+    assert any("a digit string in the 'score' field" in w for w in warnings), warnings
+    assert any("a JSON integer in the 'emails[]' field" in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("lead", "message"),
+    [
+        ({"score": {"a": 1}}, "leads record leadId=5: field 'score' holds a JSON object"),
+        ({"score": 1.5}, "field 'score' holds a JSON number"),
+        ({"hiddenFlag": "yes"}, "field 'hiddenFlag' holds a JSON string"),
+        ({"tags": "vip"}, "field 'tags' holds a JSON string"),
+        ({"phoneStatuses": [2, "x"]}, "field 'phoneStatuses[]' holds a JSON string"),
+    ],
+)
+def test_a_value_of_the_wrong_type_stops_the_run_naming_it(canned, lead, message):
+    CannedLofty.leads = [{"leadId": 5, **lead}]
+    CannedLofty.calls = {5: []}
+    with pytest.raises(LoftyError, match=re.escape(message)):
+        run_tap(canned_config(canned))
 
 
 @pytest.mark.parametrize(

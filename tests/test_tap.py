@@ -126,7 +126,7 @@ def test_silently_capped_call_pages_lose_nothing(make_sim, caplog, cursor_mode):
     ids = out.ids("calls")
     assert len(ids) == len(set(ids))
     assert sorted(ids) == sorted(c["id"] for c in sim.all_calls())
-    assert "Lofty serves at most 100 calls per page, not calls_page_size=1000" in caplog.text
+    assert "Lofty serves at most 100 per page, not calls_page_size=1000" in caplog.text
 
 
 def test_ids_above_2_53_are_exact_in_the_output_text(make_sim):

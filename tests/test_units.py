@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 from typing import Any
@@ -11,15 +12,15 @@ import pytest
 
 from tap_lofty.client import ClientStats
 from tap_lofty.pagination import (
-    CallPageSize,
+    HistoryPageSize,
     PaginationError,
     scroll_leads,
     to_id,
-    walk_calls,
+    walk_history,
 )
 from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import RESET_MARGIN_S, RequestBudget, seconds_until_reset
-from tap_lofty.state import CallsBookmark, StateError
+from tap_lofty.state import LeadHistoryBookmark, StateError
 from tap_lofty.timefmt import TimeFormatError, parse_lofty_time, to_rfc3339
 
 NOW = 1_790_000_000.0
@@ -127,6 +128,21 @@ def calls(*ids: int) -> dict[str, Any]:
     return {"calls": [{"id": i} for i in ids]}
 
 
+CALLS = "/v1.0/communication/call"
+
+
+def CallPageSize(limit: int) -> HistoryPageSize:  # noqa: N802
+    return HistoryPageSize(CALLS, "calls_page_size", limit)
+
+
+def walk_calls(client: Any, lead_id: int, after: int, size: HistoryPageSize) -> Any:
+    return walk_history(client, CALLS, "calls", lead_id=lead_id, after_id=after, page_size=size)
+
+
+def CallsBookmark(state: dict[str, Any], **kwargs: Any) -> LeadHistoryBookmark:  # noqa: N802
+    return LeadHistoryBookmark(state, "calls", **kwargs)
+
+
 def test_cursor_walk_exclusive_reading():
     client = FakeClient([calls(5, 6, 7), calls(8, 9, 10), calls(11)])
     pages = list(walk_calls(client, 42, 1, CallPageSize(3)))  # type: ignore[arg-type]
@@ -146,7 +162,7 @@ def read_ids(client: FakeClient, size: CallPageSize, after: int = 1) -> list[int
 
 def test_short_page_ends_only_when_shorter_than_a_page_lofty_served():
     size = CallPageSize(1000)
-    for _ in range(CallPageSize.CHECKS):  # 3 < 1000, but is 3 Lofty's cap? Ask, 3 times.
+    for _ in range(HistoryPageSize.CHECKS):  # 3 < 1000, but is 3 Lofty's cap? Ask, 3 times.
         first = FakeClient([calls(5, 6, 7), calls()])
         assert read_ids(first, size) == [5, 6, 7]
         assert [p["currentId"] for p in first.sent] == [1, 7]
@@ -168,7 +184,7 @@ def test_silently_capped_pages_are_detected_and_nothing_is_lost(caplog):
     assert ids == list(range(2, 12))
     assert [p["currentId"] for p in capped.sent] == [1, 4, 7, 10]
     assert size.full == 3
-    assert "Lofty serves at most 3 calls per page, not calls_page_size=1000" in caplog.text
+    assert "Lofty serves at most 3 per page, not calls_page_size=1000" in caplog.text
     # Later leads page by 3 without asking twice; an inclusive cursor works too.
     inclusive = FakeClient([calls(20, 21, 22), calls(22, 23, 24), calls(24, 25)])
     assert read_ids(inclusive, size, after=19) == [20, 21, 22, 23, 24, 25]
@@ -177,13 +193,13 @@ def test_silently_capped_pages_are_detected_and_nothing_is_lost(caplog):
 
 def test_cursor_walk_stops_on_ids_not_ascending():
     client = FakeClient([calls(5, 9, 7)])
-    with pytest.raises(PaginationError, match="returned call id 7 after 9"):
+    with pytest.raises(PaginationError, match="returned id 7 after 9"):
         list(walk_calls(client, 42, 1, CallPageSize(3)))  # type: ignore[arg-type]
 
 
 def test_cursor_walk_stops_on_ids_below_the_cursor():
     client = FakeClient([calls(3, 4)])
-    with pytest.raises(PaginationError, match="currentId=10 returned call id 3"):
+    with pytest.raises(PaginationError, match="currentId=10 returned id 3"):
         list(walk_calls(client, 42, 10, CallPageSize(3)))  # type: ignore[arg-type]
 
 
@@ -253,8 +269,8 @@ def test_unknown_time_format_fails_clearly():
         to_rfc3339("yesterday", "createTime")
 
 
-def lead(created: str) -> dict[str, Any]:
-    return {"leadId": 1, "createTime": created}
+def lead(created: str, lead_id: int = 1) -> dict[str, Any]:
+    return {"leadId": lead_id, "createTime": created}
 
 
 def test_bookmark_promotes_only_calls_created_before_the_cutoff():
@@ -262,9 +278,9 @@ def test_bookmark_promotes_only_calls_created_before_the_cutoff():
     state: dict[str, Any] = {"replication_key_value": 100}
     bookmark = CallsBookmark(state, now=now)
     assert bookmark.start_after == 100
-    bookmark.observe_call({"id": 150, "createTime": "2026-11-28 11:00:00"})
-    bookmark.observe_call({"id": 900, "createTime": "2026-11-28 11:59:00"})  # during the run
-    bookmark.observe_call({"id": 950})  # no createTime: cannot advance the bookmark
+    bookmark.observe({"id": 150, "createTime": "2026-11-28 11:00:00"})
+    bookmark.observe({"id": 900, "createTime": "2026-11-28 11:59:00"})  # during the run
+    bookmark.observe({"id": 950})  # no createTime: cannot advance the bookmark
     assert bookmark.max_id == 150
     bookmark.finish()
     assert state == {"replication_key": "id", "replication_key_value": 150}
@@ -275,48 +291,122 @@ def test_bookmark_cutoff_boundary_in_every_time_format():
     # compared as text to the second, so its own second counts as after (re-read).
     now = dt.datetime(2026, 11, 28, 12, 0, 0, 500_000, tzinfo=dt.timezone.utc)
     bookmark = CallsBookmark({}, now=now)
-    bookmark.observe_call({"id": 10, "createTime": "2026-11-28 11:49:59"})
-    bookmark.observe_call({"id": 20, "createTime": "2026-11-28 11:50:00"})
+    bookmark.observe({"id": 10, "createTime": "2026-11-28 11:49:59"})
+    bookmark.observe({"id": 20, "createTime": "2026-11-28 11:50:00"})
     assert bookmark.max_id == 10
-    bookmark.observe_call({"id": 11, "createTime": "2026-11-28T11:50:00.400Z"})  # ISO, before
+    bookmark.observe({"id": 11, "createTime": "2026-11-28T11:50:00.400Z"})  # ISO, before
     assert bookmark.max_id == 11
-    bookmark.observe_call({"id": 30, "createTime": "2026-11-28T06:50:01-05:00"})  # after
-    bookmark.observe_call({"id": 31, "createTime": "garbage"})
+    bookmark.observe({"id": 30, "createTime": "2026-11-28T06:50:01-05:00"})  # after
+    bookmark.observe({"id": 31, "createTime": "garbage"})
     assert bookmark.max_id == 11
-    bookmark.observe_call({"id": 12, "createTime": "2026-11-28T11:49:00GMT"})
+    bookmark.observe({"id": 12, "createTime": "2026-11-28T11:49:00GMT"})
     assert bookmark.max_id == 12
 
 
-def test_bookmark_resume_skips_done_leads_and_keeps_the_cutoff():
+def month(n: int) -> str:
+    return f"2026-{n:02d}-01T00:00:00GMT"
+
+
+def interrupted_run(listing: list[dict[str, Any]], done: int) -> dict[str, Any]:
+    """Run a bookmark over ``listing`` (all listed up front), finishing ``done`` leads."""
     now = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)
     state: dict[str, Any] = {"replication_key_value": 100}
-    first = CallsBookmark(state, now=now)
-    first.observe_call({"id": 150, "createTime": "2026-11-28 11:00:00"})
-    first.lead_done(lead("2026-01-01T00:00:00GMT"))
-    first.lead_done(lead("2026-02-01T00:00:00GMT"))
-    resumed_state = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
-    second = CallsBookmark(resumed_state, now=now + dt.timedelta(hours=3))
-    assert second.cutoff == first.cutoff
-    assert second.start_after == 100
-    assert not second.should_sync_lead(lead("2026-01-01T00:00:00GMT"))
-    assert second.should_sync_lead(lead("2026-02-01T00:00:00GMT"))  # equal: read again
-    assert second.should_sync_lead(lead("2026-03-01T00:00:00GMT"))
-    assert second.should_sync_lead({"leadId": 9})  # unknown creation time: never skipped
-    second.finish()
-    assert resumed_state["replication_key_value"] == 150
+    bookmark = CallsBookmark(state, now=now)
+    for item in listing:
+        bookmark.lead_listed(item)
+    bookmark.observe({"id": 150, "createTime": "2026-11-28 11:00:00"})
+    for item in listing[:done]:
+        bookmark.lead_done(item)
+    return json.loads(json.dumps(state))  # what a STATE message carries
 
 
-def test_bookmark_out_of_order_listing_disables_lead_skipping():
-    state: dict[str, Any] = {}
-    bookmark = CallsBookmark(state)
-    bookmark.lead_done(lead("2026-02-01T00:00:00GMT"))
-    assert "leadsCreatedBefore" in state["resume"]
-    bookmark.lead_done(lead("2026-01-01T00:00:00GMT"))
-    assert "leadsCreatedBefore" not in state["resume"]
+def resume(state: dict[str, Any], listing: list[dict[str, Any]]) -> tuple[set[int], list[int]]:
+    """Resume from ``state`` over ``listing``: (leads read at once, leads read after listing)."""
+    bookmark = CallsBookmark(state, now=dt.datetime(2026, 11, 28, 15, 0, tzinfo=dt.timezone.utc))
+    read = [item for item in listing if bookmark.should_sync_lead(item)]
+    for item in read:
+        bookmark.lead_listed(item)
+    for item in read:  # the resumed run reads its leads before the listing ends
+        bookmark.lead_done(item)
+    return {item["leadId"] for item in read}, bookmark.leads_to_reread()
+
+
+ASCENDING = [lead(month(m), lead_id=m) for m in range(1, 11)]
+
+
+def test_resume_skips_the_leads_an_oldest_first_listing_proved_done():
+    state = interrupted_run(ASCENDING, done=4)
+    resume_marker = state["resume"]
+    # Leads 1-4 done; the oldest lead listed but not done is 5.
+    assert resume_marker["leadsCreatedBefore"] == "2026-05-01T00:00:00Z"
+    assert resume_marker["leadsDone"] == 4
+    read, reread = resume(state, ASCENDING)
+    assert read == {5, 6, 7, 8, 9, 10}
+    assert reread == []
+
+
+def test_resume_after_the_first_lead_of_a_newest_first_listing_loses_nothing():
+    # The data loss of issue 10: newest first, killed after the first lead.
+    newest_first = ASCENDING[::-1]
+    state = interrupted_run(newest_first, done=1)
+    assert state["resume"].get("leadsDone", 0) == 0  # nothing proven: the rest is older
+    read, reread = resume(state, newest_first)
+    assert read | set(reread) == set(range(1, 11))
+
+
+@pytest.mark.parametrize("done", [0, 1, 2, 5, 9, 10])
+@pytest.mark.parametrize("order", ["ascending", "newest_first", "shuffled", "interleaved"])
+def test_resume_reads_every_lead_not_done_whatever_the_order(order, done):
+    import random
+
+    listing = {
+        "ascending": ASCENDING,
+        "newest_first": ASCENDING[::-1],
+        "shuffled": random.Random(done).sample(ASCENDING, len(ASCENDING)),
+        "interleaved": ASCENDING[::2] + ASCENDING[1::2],
+    }[order]
+    state = interrupted_run(listing, done)
+    done_ids = {item["leadId"] for item in listing[:done]}
+    # The resumed run may list in another order, and a lead may have been added meanwhile.
+    relisted = [*random.Random(7).sample(listing, len(listing)), lead(month(1), lead_id=99)]
+    read, reread = resume(state, relisted)
+    assert read | set(reread) >= {item["leadId"] for item in relisted} - done_ids
+    if not reread:
+        assert read >= {item["leadId"] for item in relisted} - done_ids
+
+
+def test_resume_rereads_when_a_lead_older_than_the_marker_appeared():
+    state = interrupted_run(ASCENDING, done=4)
+    newcomer = lead(month(2), lead_id=77)  # created before the marker, joined since
+    read, reread = resume(state, [*ASCENDING, newcomer])
+    assert 77 not in read
+    assert sorted(reread) == [1, 2, 3, 4, 77]  # the skipped leads, all read after all
+
+
+def test_resumed_run_interrupted_again_keeps_only_proven_leads():
+    state = interrupted_run(ASCENDING, done=3)
+    second = CallsBookmark(state)
+    for item in ASCENDING:
+        if second.should_sync_lead(item):
+            second.lead_listed(item)
+    for item in ASCENDING[3:6]:
+        second.lead_done(item)
+    third_state = json.loads(json.dumps(state))
+    assert third_state["resume"]["leadsDone"] == 6
+    read, reread = resume(third_state, ASCENDING)
+    assert read == {7, 8, 9, 10}
+    assert reread == []
+
+
+def test_resume_marker_in_state_is_checked():
+    state = interrupted_run(ASCENDING, done=4)
+    state["resume"]["leadsDoneHash"] = "not hex"
+    with pytest.raises(StateError, match="leadsDoneHash"):
+        CallsBookmark(state)
 
 
 def test_bad_bookmark_in_state_is_a_clear_error():
-    with pytest.raises(StateError, match="must be an integer call id"):
+    with pytest.raises(StateError, match="must be an integer id"):
         CallsBookmark({"replication_key_value": "2024-01-01T00:00:00Z"})
 
 
