@@ -41,7 +41,7 @@ def to_id(value: Any, what: str) -> int:
     )
 
 
-def _records(body: dict[str, Any], key: str, request: str) -> list[dict[str, Any]]:
+def records_of(body: dict[str, Any], key: str, request: str) -> list[dict[str, Any]]:
     """Return the records under ``key``; a missing or null key is an empty page."""
     records = body.get(key)
     if records is None:
@@ -74,7 +74,7 @@ def scroll_leads(client: LoftyClient, page_size: int) -> Iterator[LeadsPage]:
     params: dict[str, Any] = {"limit": page_size, **LEADS_SORT}
     while True:
         body = client.get(LEADS_PATH, params)
-        leads = _records(body, "leads", f"GET {LEADS_PATH}")
+        leads = records_of(body, "leads", f"GET {LEADS_PATH}")
         metadata: dict[str, Any] = next(
             (body[k] for k in METADATA_KEYS if isinstance(body.get(k), dict)), {}
         )
@@ -189,7 +189,7 @@ def walk_history(
     while True:
         params = {"leadId": lead_id, "limit": page_size.limit, "currentId": cursor}
         body = client.get(path, params)
-        calls = _records(body, key, f"GET {path} for leadId {lead_id}")
+        calls = records_of(body, key, f"GET {path} for leadId {lead_id}")
         fresh: list[dict[str, Any]] = []
         previous = cursor
         for position, call in enumerate(calls):

@@ -46,6 +46,7 @@ import heapq
 import logging
 import threading
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 from tap_lofty.client import LoftyError
@@ -94,6 +95,32 @@ class LeadSet:
         return hash((self.count, self.digest))
 
 
+@dataclass(frozen=True)
+class ChangeDetection:
+    """How a run picks the leads to read: settings change_detection and its two companions."""
+
+    setting: str = "full"  # auto | feed | full
+    overlap: dt.timedelta = dt.timedelta(minutes=60)
+    full_scan_interval: dt.timedelta | None = dt.timedelta(days=7)  # None: never
+
+    def plan(
+        self,
+        started: dt.datetime,
+        *,
+        feed_from: dt.datetime | None,
+        last_full_scan: dt.datetime | None,
+    ) -> str:
+        """Return "full" or "feed" for a run starting now with this state."""
+        if self.setting == "full" or feed_from is None:
+            return "full"  # asked for, or a first run (nothing says where the feed starts)
+        interval = self.full_scan_interval
+        if interval is not None and (
+            last_full_scan is None or started - last_full_scan >= interval
+        ):
+            return "full"
+        return "feed"
+
+
 class LeadHistoryBookmark:
     """Reads and advances ``bookmarks.<stream>``, a dict owned by the SDK's tap state.
 
@@ -105,13 +132,22 @@ class LeadHistoryBookmark:
     """
 
     def __init__(
-        self, stream_state: dict[str, Any], stream: str, *, now: dt.datetime | None = None
+        self,
+        stream_state: dict[str, Any],
+        stream: str,
+        *,
+        detection: ChangeDetection | None = None,
+        now: dt.datetime | None = None,
     ) -> None:
         """Wrap the stream's writable state dict and start (or resume) a run."""
         self._state = stream_state
         self._stream = stream
         self._lock = threading.Lock()
-        self.start_after = self._int_or_none(stream_state.get("replication_key_value"))
+        detection = detection or ChangeDetection()
+        self.bookmark = self._int_or_none(stream_state.get("replication_key_value"))
+        self._full_scan_bookmark = self._int_or_none(stream_state.get("fullScanBookmark"))
+        feed_from = stream_state.get("feedFrom")
+        last_full = stream_state.get("lastFullScan")
         stream_state["replication_key"] = "id"
         resume = stream_state.get("resume")
         # What the interrupted run proved done, and what this run has skipped for it.
@@ -123,6 +159,7 @@ class LeadHistoryBookmark:
         if isinstance(resume, dict) and resume.get("createdBefore"):
             self.cutoff = self._time(resume["createdBefore"], "resume.createdBefore")
             self.max_id = self._int_or_none(resume.get("maxIdCreatedBefore"))
+            self.mode = "feed" if resume.get("mode") == "feed" and feed_from else "full"
             skip = resume.get("leadsCreatedBefore")
             if skip:
                 self.skip_before = self._time(skip, "resume.leadsCreatedBefore")
@@ -131,17 +168,31 @@ class LeadHistoryBookmark:
                 self._carried = LeadSet(count, digest)
                 self._claimed = LeadSet(count, digest)
             LOGGER.info(
-                "%s: resuming an unfinished run: %s; records above id %s are read.",
+                "%s: resuming an unfinished %s run: %s; records above id %s are read.",
                 stream,
+                "feed" if self.mode == "feed" else "full-scan",
                 f"{self._claimed.count:,} lead(s) created before {skip} are done"
                 if self.skip_before
                 else "no lead is known to be done",
-                self.start_after,
+                self.bookmark,
             )
         else:
             started = now or dt.datetime.now(dt.timezone.utc)
-            self.cutoff = started - CLOCK_SKEW_MARGIN
+            self.mode = detection.plan(
+                started,
+                feed_from=feed_from and self._time(feed_from, "feedFrom"),
+                last_full_scan=last_full and self._time(last_full, "lastFullScan"),
+            )
+            margin = CLOCK_SKEW_MARGIN
+            if self.mode == "feed":
+                # A call the feed shows late (up to the overlap) must still be above the
+                # next bookmark: so the bookmark stops that far back, and the next feed
+                # window starts there.
+                margin = max(margin, detection.overlap)
+            self.cutoff = started - margin
             self.max_id = None
+        #: Where the next feed window starts (the previous run's cut-off).
+        self.feed_from = self._time(feed_from, "feedFrom") if feed_from else None
         self.leads_done_before = self._claimed.count
         # Seconds only: a record in the cut-off's own second counts as after it (safe side).
         self._cutoff_text = self.cutoff.strftime(LOFTY_UTC_FORMAT)
@@ -154,6 +205,18 @@ class LeadHistoryBookmark:
         # Leads done but created at or after the marker: claimed once it passes them.
         self._done_unclaimed: list[tuple[dt.datetime, int]] = []
         self._marker = self.skip_before
+        self._write_resume()
+
+    @property
+    def start_after(self) -> int | None:
+        """Records with ids above this are read: a full scan goes back to the last full scan."""
+        if self.mode == "full" and self._full_scan_bookmark is not None:
+            return min(self._full_scan_bookmark, self.bookmark or self._full_scan_bookmark)
+        return self.bookmark
+
+    def fall_back_to_full(self) -> None:
+        """Read every lead after all: the feed is not available."""
+        self.mode = "full"
         self._write_resume()
 
     # ------------------------------------------------------------------ per lead
@@ -244,15 +307,27 @@ class LeadHistoryBookmark:
         return reread
 
     def finish(self) -> None:
-        """Every lead was read: promote the run's high-water mark and drop ``resume``."""
-        final = max(filter(None, (self.start_after, self.max_id)), default=None)
-        self._state["replication_key_value"] = final
-        self._state.pop("resume", None)
+        """End a complete run: promote the high-water mark, note the scan, drop ``resume``."""
+        final = max(filter(None, (self.bookmark, self.max_id)), default=None)
+        state = self._state
+        state.pop("resume", None)
         if final is None:
-            self._state.pop("replication_key_value", None)
+            state.pop("replication_key_value", None)
+        else:
+            state["replication_key_value"] = final
+        state["feedFrom"] = format_rfc3339(self.cutoff)
+        if self.mode == "full":
+            state["lastFullScan"] = format_rfc3339(self.cutoff)
+            if final is None:
+                state.pop("fullScanBookmark", None)
+            else:
+                state["fullScanBookmark"] = final
 
     def _write_resume(self) -> None:
-        resume: dict[str, Any] = {"createdBefore": format_rfc3339(self.cutoff)}
+        resume: dict[str, Any] = {
+            "mode": self.mode,
+            "createdBefore": format_rfc3339(self.cutoff),
+        }
         if self.max_id is not None:
             resume["maxIdCreatedBefore"] = self.max_id
         if self._marker is not None:

@@ -8,6 +8,7 @@ resume-safe bookmark, the prefetch pool, page-size learning and per-lead progres
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
@@ -24,10 +25,11 @@ from singer_sdk.singerlib import RecordMessage
 from typing_extensions import override
 
 from tap_lofty.client import LeadNotFoundError, LoftyClient, LoftyError
+from tap_lofty.feed import FeedUnavailableError, read_feed
 from tap_lofty.pagination import HistoryPageSize, scroll_leads, to_id, walk_history
 from tap_lofty.prefetch import OrderedPrefetcher
 from tap_lofty.progress import Progress
-from tap_lofty.state import LeadHistoryBookmark
+from tap_lofty.state import ChangeDetection, LeadHistoryBookmark
 from tap_lofty.timefmt import TimeFormatError, to_rfc3339
 
 LOGGER = logging.getLogger("tap_lofty")
@@ -277,22 +279,73 @@ class LeadsStream(LoftyStream):
         """Yield every lead, keeping the next leads' history fetches in flight."""
         histories = self._histories()
         progress = self.lofty.progress
-        lookahead = max((h.lookahead for h in histories), default=0)
-        ahead: deque[dict[str, Any]] = deque()
-        for page in scroll_leads(self.lofty.client, self.config["leads_page_size"]):
-            if page.total is not None:
-                progress.leads_total = page.total
-            for lead in page.leads:
-                for history in histories:
-                    history.schedule(lead)
-                ahead.append(lead)
-                while len(ahead) > lookahead:
-                    yield ahead.popleft()
-        while ahead:
-            yield ahead.popleft()
+        changed = self._detect_changes(histories)
+        if changed is not None:
+            progress.leads_total = len(changed)
+        if self.selected or any(h.changed is None for h in histories):
+            lookahead = max((h.lookahead for h in histories), default=0)
+            ahead: deque[dict[str, Any]] = deque()
+            for page in scroll_leads(self.lofty.client, self.config["leads_page_size"]):
+                if page.total is not None and changed is None:
+                    progress.leads_total = page.total
+                for lead in page.leads:
+                    for history in histories:
+                        history.schedule(lead)
+                    ahead.append(lead)
+                    while len(ahead) > lookahead:
+                        yield ahead.popleft()
+            while ahead:
+                yield ahead.popleft()
+        # else: only children are selected and the feed named their leads: no listing.
         for history in histories:
             history.finish_listing()
         LOGGER.info(progress.summary())
+
+    def _detect_changes(self, histories: list[LeadHistoryStream]) -> set[int] | None:
+        """Read the feed once for the children in feed mode; return their leads (None: none)."""
+        feeders = [h for h in histories if h.bookmark.mode == "feed"]
+        if not feeders:
+            return None
+        start = min(h.bookmark.feed_from for h in feeders if h.bookmark.feed_from)
+        end = dt.datetime.now(dt.timezone.utc)
+        try:
+            result = read_feed(self.lofty.client, {h.feed_type for h in feeders}, start, end)
+        except FeedUnavailableError as exc:
+            if self.config["change_detection"] == "feed":
+                msg = (
+                    f"{exc}. change_detection is 'feed', so the run stopped: grant {exc.missing}, "
+                    "or set change_detection to 'auto' (falls back to reading every lead) or "
+                    "'full'."
+                )
+                raise LoftyError(msg) from exc
+            LOGGER.warning(
+                "%s. Lofty's communications feed needs %s. This run reads every lead instead "
+                "(change_detection=auto): one request per lead plus one per 100 leads listed, "
+                "as a full scan costs; grant it to make incremental runs cost what changed.",
+                exc,
+                exc.missing,
+            )
+            for history in feeders:
+                history.bookmark.fall_back_to_full()
+            return None
+        if result.unknown_events:
+            LOGGER.warning(
+                "GET /v2.0/communication/agent sent eventType values the tap does not know "
+                "(%s); their leads are read by every per-lead stream.",
+                ", ".join(sorted(result.unknown_events)),
+            )
+        union: set[int] = set()
+        for history in feeders:
+            history.changed = result.leads_for(history.feed_type)
+            union |= history.changed
+        LOGGER.info(
+            "Communications feed since %s: %s item(s) in %s request(s); %s lead(s) to read.",
+            start.isoformat(),
+            f"{result.items:,}",
+            result.requests,
+            f"{len(union):,}",
+        )
+        return union
 
     @override
     def generate_child_contexts(
@@ -327,6 +380,8 @@ class LeadHistoryStream(LoftyStream):
     path: ClassVar[str]
     records_key: ClassVar[str]
     page_size_setting: ClassVar[str]
+    #: The communications feed's ``type`` for this stream's records (CALL, TEXT, EMAIL).
+    feed_type: ClassVar[str]
     #: Shortest gap between two STATE messages written after a lead; at most this
     #: much progress is lost if the run is killed.
     STATE_INTERVAL_S = 1.0
@@ -339,6 +394,8 @@ class LeadHistoryStream(LoftyStream):
         self._scheduled: dict[int, dict[str, Any]] = {}
         self._last_state_write = 0.0
         self._schema_sent = False
+        #: Leads the feed says changed (None: a full scan reads every lead).
+        self.changed: set[int] | None = None
         self._page_size = HistoryPageSize(
             self.path, self.page_size_setting, self.config[self.page_size_setting]
         )
@@ -351,14 +408,25 @@ class LeadHistoryStream(LoftyStream):
     def bookmark(self) -> LeadHistoryBookmark:
         """Return this run's bookmark, created from the incoming STATE on first use."""
         if self._bookmark is None:
-            self._bookmark = LeadHistoryBookmark(self.stream_state, self.name)
+            config = self.config
+            interval = float(config["full_scan_interval_days"])
+            detection = ChangeDetection(
+                setting=config["change_detection"],
+                overlap=dt.timedelta(minutes=config["feed_overlap_minutes"]),
+                full_scan_interval=dt.timedelta(days=interval) if interval > 0 else None,
+            )
+            self._bookmark = LeadHistoryBookmark(self.stream_state, self.name, detection=detection)
         return self._bookmark
 
     def schedule(self, lead: dict[str, Any]) -> None:
         """Plan (and start fetching) this lead's history unless this run need not read it."""
+        lead_id = lead["leadId"]
+        if self.changed is not None:
+            if lead_id not in self.changed:
+                return  # the feed shows nothing new for this lead
+            self.changed.discard(lead_id)  # what is left after the listing was not listed
         if not self.bookmark.should_sync_lead(lead):
             return
-        lead_id = lead["leadId"]
         self.bookmark.lead_listed(lead)
         self._scheduled[lead_id] = lead
         if self._prefetcher is None:
@@ -370,10 +438,17 @@ class LeadHistoryStream(LoftyStream):
         return lead_id in self._scheduled
 
     def finish_listing(self) -> None:
-        """Every lead was listed: read what a resume skipped wrongly, then promote the bookmark."""
-        reread = self.bookmark.leads_to_reread()
+        """Every lead was listed: read the leads still due, then promote the bookmark.
+
+        Still due: the leads a resume skipped wrongly, and the leads the feed named that
+        the listing did not show (or all of them, when nothing was listed).
+        """
+        due = self.bookmark.leads_to_reread()
+        if self.changed:
+            due += sorted(self.changed)
+            self.changed = set()
         _bounded(
-            ({"leadId": lead_id} for lead_id in reread),
+            ({"leadId": lead_id} for lead_id in due),
             self.schedule,
             lambda lead: self.sync(context={"leadId": lead["leadId"]}),
             self.lookahead,
@@ -515,5 +590,6 @@ class CallsStream(LeadHistoryStream):
     path = "/v1.0/communication/call"
     records_key = "calls"
     page_size_setting = "calls_page_size"
+    feed_type = "CALL"
     id_fields = ("id", "leadId", "dialerCallRecordId", "userId", "agentId")
     time_fields = ("startTime", "endTime", "createTime", "updateTime")

@@ -144,6 +144,42 @@ class TapLofty(Tap):
             ),
         ),
         th.Property(
+            "change_detection",
+            th.StringType(allowed_values=["auto", "feed", "full"]),
+            default="auto",
+            title="Change detection",
+            description=(
+                "How a run after the first picks the leads whose calls it reads. 'auto': "
+                "the leads Lofty's team communications feed (GET /v2.0/communication/agent, "
+                "teamView) names since the last run, or every lead, with a warning, when "
+                "Lofty refuses the feed; 'feed': the feed or a clear error; 'full': every "
+                "lead, every run."
+            ),
+        ),
+        th.Property(
+            "feed_overlap_minutes",
+            th.IntegerType(minimum=30, maximum=1440),
+            default=60,
+            title="Feed overlap (minutes)",
+            description=(
+                "How far each feed window reaches back before the previous run's cut-off, "
+                "to cover Lofty's indexing delay and clock skew; the id bookmark stops as "
+                "far back. Calls started this long before a run and logged after it are "
+                "still found."
+            ),
+        ),
+        th.Property(
+            "full_scan_interval_days",
+            th.NumberType(minimum=0),
+            default=7,
+            title="Full scan interval (days)",
+            description=(
+                "A run whose last full per-lead scan is older than this reads every lead "
+                "(above the bookmark of that scan), so calls the feed never showed (a call "
+                "logged with a past time) still arrive. Fractions allowed; 0 = never."
+            ),
+        ),
+        th.Property(
             "user_agent",
             th.StringType,
             default=f"tap-lofty/{VERSION}",
