@@ -12,7 +12,7 @@ import sys
 import threading
 from types import FrameType
 
-from lofty_sim.config import DEFAULT_FAULT_KINDS, SimConfig
+from lofty_sim.config import DEFAULT_FAULT_KINDS, LEADS_ORDERS, SimConfig
 from lofty_sim.server import LoftySimulator
 
 
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor-mode", choices=("exclusive", "inclusive"), default=d.cursor_mode)
     p.add_argument("--metadata-key", choices=("_metadata", "get_metadata"), default=d.metadata_key)
     p.add_argument("--leads-default-limit", type=int, default=d.leads_default_limit)
+    p.add_argument(
+        "--leads-order",
+        choices=LEADS_ORDERS,
+        default=d.leads_order,
+        help="as_asked honours sort/desc; the others imitate servers that do not",
+    )
     p.add_argument(
         "--calls-page-cap",
         type=int,
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             cursor_mode=args.cursor_mode,
             metadata_key=args.metadata_key,
             leads_default_limit=args.leads_default_limit,
+            leads_order=args.leads_order,
             calls_page_cap=args.calls_page_cap,
             scroll_ttl_s=args.scroll_ttl,
             rate_limit=args.rate_limit,

@@ -49,6 +49,8 @@ DEFAULT_FAULT_KINDS: tuple[str, ...] = (
 CURSOR_MODES = ("exclusive", "inclusive")
 METADATA_KEYS = ("_metadata", "get_metadata")
 RESET_HEADER_FORMATS = ("epoch", "epoch_ms", "seconds")
+#: How ``GET /v1.0/leads`` orders its leads (see ``SimConfig.leads_order``).
+LEADS_ORDERS = ("as_asked", "newest_first", "shuffled_per_page", "ignore_sort_stable")
 
 # Fields that shape the generated data set; changing them would need a new simulator.
 DATA_FIELDS = frozenset({"leads", "seed", "calls_per_lead_mean", "big_leads"})
@@ -74,6 +76,13 @@ class SimConfig:
     #: Lofty endpoint does with limits it does not accept); None = as documented.
     calls_page_cap: int | None = None
     scroll_ttl_s: float = 3600.0
+    #: Listing order of ``/v1.0/leads``: ``as_asked`` honours ``sort``/``desc``;
+    #: ``newest_first`` ignores them and always serves leadId descending (what live clients
+    #: report, api-notes §16); ``shuffled_per_page`` honours them but shuffles the leads within
+    #: each served page (seeded); ``ignore_sort_stable`` ignores them and serves one fixed
+    #: pseudo-random order (seeded, the same for every request while the data does not change;
+    #: a new lead lands at a place derived from its id). A running scroll keeps its order.
+    leads_order: str = "as_asked"
     rate_limit: int | None = 500
     rate_window_s: float = 60.0
     reset_header: str = "epoch"
@@ -101,6 +110,8 @@ class SimConfig:
             raise ValueError(f"metadata_key must be one of {METADATA_KEYS}")
         if not 1 <= self.leads_default_limit <= 100:
             raise ValueError("leads_default_limit must be between 1 and 100")
+        if self.leads_order not in LEADS_ORDERS:
+            raise ValueError(f"leads_order must be one of {LEADS_ORDERS}")
         if self.calls_page_cap is not None and self.calls_page_cap < 1:
             raise ValueError("calls_page_cap must be >= 1 or None")
         if self.rate_limit is not None and self.rate_limit < 1:

@@ -96,6 +96,7 @@ class _Scroll:
     pos: int
     limit: int
     issued: float  # time.monotonic() at issue; the TTL counts from here
+    shuffle: bool = False  # leads_order was shuffled_per_page when the scroll started
 
 
 @dataclass(frozen=True, slots=True)
@@ -625,8 +626,14 @@ class LoftySimulator:
 
     def _order(self, sort: str, desc: bool) -> tuple[int, ...]:
         """Lead indexes in listing order (cached until the data changes). Call under the lock."""
+        mode = self._config.leads_order
         name = sort.lower()
-        if name not in ("createtime", "lastactivity", "lastcall"):
+        if mode == "newest_first":
+            # Live clients report sort/desc being ignored: leadId descending whatever was asked.
+            name, desc = "default", True
+        elif mode == "ignore_sort_stable":
+            name, desc = "stable", False
+        elif name not in ("createtime", "lastactivity", "lastcall"):
             name = "default"  # every other documented sort is accepted and treated as Default
         cached = self._orders.get((name, desc))
         if cached is not None and cached[0] == self._version:
@@ -638,6 +645,11 @@ class LoftySimulator:
             live.sort(key=lambda s: (s.last_activity_ms, s.lead_id), reverse=desc)
         elif name == "lastcall":
             live.sort(key=lambda s: (s.last_call_ms, s.lead_id), reverse=desc)
+        elif name == "stable":
+            # A key per lead from (seed, leadId) alone: the order is the same for every request,
+            # and a new lead slots in at a place that depends only on its id.
+            seed = self._config.seed
+            live.sort(key=lambda s: (_stable_rank(seed, s.lead_id), s.lead_id))
         else:
             live.sort(key=lambda s: s.lead_id, reverse=desc)
         order = tuple(s.idx for s in live)
@@ -690,16 +702,21 @@ class LoftySimulator:
                 # ordering is frozen so leads that existed throughout are never skipped or
                 # repeated); a limit sent along with the scrollId is honoured.
                 order, pos, page_limit = scroll.order, scroll.pos, limit or scroll.limit
+                shuffle = scroll.shuffle
             else:
                 order = self._order(query.get("sort") or "Default", True if desc is None else desc)
                 pos, page_limit = offset or 0, limit or cfg.leads_default_limit
-            page: list[bytes] = []
+                shuffle = cfg.leads_order == "shuffled_per_page"
+            served: list[int] = []
             i = pos
-            while i < len(order) and len(page) < page_limit:
-                st = self._data.leads[order[i]]
-                if not st.deleted:  # deleted mid-scroll: just not served
-                    page.append(self._lead_json(st))
+            while i < len(order) and len(served) < page_limit:
+                if not self._data.leads[order[i]].deleted:  # deleted mid-scroll: not served
+                    served.append(order[i])
                 i += 1
+            if shuffle:
+                # Seeded by the page's content, so a retried request gets the same bytes.
+                random.Random(f"page:{cfg.seed}:{served}").shuffle(served)
+            page = [self._lead_json(self._data.leads[idx]) for idx in served]
             meta: dict[str, Any] = {
                 "collection": "leads",
                 "limit": page_limit,
@@ -710,7 +727,7 @@ class LoftySimulator:
             # last lead is empty and has none.
             if page:
                 meta["scrollId"] = self._issue_scroll(
-                    _Scroll(order, i, page_limit, time.monotonic())
+                    _Scroll(order, i, page_limit, time.monotonic(), shuffle)
                 )
         body = b"".join(
             (
@@ -812,6 +829,12 @@ class LoftySimulator:
         except (ValueError, TypeError, KeyError) as err:
             return 400, {"error": f"{type(err).__name__}: {err}"}
         return 200, {"ok": True} if result is None else result
+
+
+def _stable_rank(seed: int, lead_id: int) -> int:
+    """Return a pseudo-random but fixed rank of a lead (``leads_order="ignore_sort_stable"``)."""
+    digest = hashlib.blake2b(f"rank:{seed}:{lead_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _opaque(seed_text: str) -> str:

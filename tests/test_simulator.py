@@ -226,6 +226,100 @@ def test_metadata_key_switch(make_sim):
     assert "_metadata" in leads_page(sim)
 
 
+# ----------------------------------------------------------------------------- leads_order
+
+
+def page_ids(sim: LoftySimulator, **params: Any) -> list[int]:
+    return [x["leadId"] for x in leads_page(sim, **params)["leads"]]
+
+
+def test_leads_order_as_asked_is_the_default_and_honours_sort(make_sim):
+    sim = make_sim(leads=40, calls_per_lead_mean=3)
+    assert sim.config.leads_order == "as_asked"
+    assert page_ids(sim, sort="CreateTime", desc="false", limit=100) == sorted(sim.lead_ids())
+    assert page_ids(sim, limit=100) == sorted(sim.lead_ids(), reverse=True)
+
+
+def test_leads_order_newest_first_ignores_sort_and_desc(make_sim):
+    sim = make_sim(leads=40, calls_per_lead_mean=3, leads_order="newest_first")
+    newest = sorted(sim.lead_ids(), reverse=True)
+    for params in (
+        {},
+        {"sort": "CreateTime", "desc": "false"},
+        {"sort": "LastCall", "desc": "true"},
+        {"sort": "Score", "desc": "false"},
+    ):
+        assert page_ids(sim, limit=100, **params) == newest, params
+    assert page_ids(sim, sort="CreateTime", desc="false", limit=10, offset=10) == newest[10:20]
+    ids, _ = scroll_all(sim, sort="CreateTime", desc="false", limit=15)
+    assert ids == newest
+
+
+def test_leads_order_shuffled_per_page_keeps_page_contents_but_not_their_order(make_sim):
+    sim = make_sim(leads=50, seed=4, leads_order="shuffled_per_page")
+    asked = sorted(sim.lead_ids())  # CreateTime ascending = leadId ascending
+    pages = [
+        page_ids(sim, sort="CreateTime", desc="false", limit=10, offset=o) for o in range(0, 50, 10)
+    ]
+    for n, page in enumerate(pages):
+        assert sorted(page) == asked[10 * n : 10 * n + 10]
+    assert sum(page != sorted(page) for page in pages) >= 4  # shuffled, not sorted
+    # Deterministic: the same request gets the same order, a fresh simulator too.
+    params = {"sort": "CreateTime", "desc": "false", "limit": 10}
+    assert page_ids(sim, **params) == page_ids(sim, **params) == pages[0]
+    twin = make_sim(leads=50, seed=4, leads_order="shuffled_per_page")
+    assert page_ids(twin, **params) == pages[0]
+    # A scroll serves the asked order page by page, each page shuffled; every lead once.
+    ids, _ = scroll_all(sim, sort="CreateTime", desc="false", limit=10)
+    assert [sorted(ids[i : i + 10]) for i in range(0, 50, 10)] == [
+        asked[i : i + 10] for i in range(0, 50, 10)
+    ]
+    assert ids != asked
+
+
+def test_leads_order_ignore_sort_stable_is_one_fixed_order(make_sim):
+    sim = make_sim(leads=60, seed=9, calls_per_lead_mean=2, leads_order="ignore_sort_stable")
+    order = page_ids(sim, limit=100)
+    assert sorted(order) == sorted(sim.lead_ids())
+    assert order not in (sorted(order), sorted(order, reverse=True))
+    for params in (
+        {"sort": "CreateTime", "desc": "false"},
+        {"sort": "CreateTime", "desc": "true"},
+        {"sort": "LastCall"},
+    ):
+        assert page_ids(sim, limit=100, **params) == order, params
+    assert page_ids(sim, limit=20, offset=20) == order[20:40]
+    ids, _ = scroll_all(sim, sort="LastCall", limit=25)
+    assert ids == order
+    # New leads slot in at a deterministic place; the old leads keep their relative order.
+    sim.append_calls(existing_leads=5, new_leads=4, calls_per_lead=1)
+    after = page_ids(sim, limit=100)
+    new = set(after) - set(order)
+    assert len(new) == 4
+    assert [i for i in after if i not in new] == order
+    assert after[-4:] != sorted(new)  # not simply appended at an end
+    # (New leadIds embed the wall clock, so where they land differs from run to run; it is a
+    # function of the id and the seed only, hence stable from request to request.)
+    assert page_ids(sim, sort="CreateTime", limit=100) == after
+    assert scroll_all(sim, limit=30)[0] == after
+
+
+def test_leads_order_switch_does_not_change_a_running_scroll(make_sim):
+    sim = make_sim(leads=40)
+    first = leads_page(sim, limit=10)
+    ids = [x["leadId"] for x in first["leads"]]
+    sim.configure(leads_order="ignore_sort_stable")
+    token = first["_metadata"]["scrollId"]
+    while token:
+        body = leads_page(sim, scrollId=token)
+        ids += [x["leadId"] for x in body["leads"]]
+        token = body["_metadata"].get("scrollId")
+    assert ids == sorted(sim.lead_ids(), reverse=True)
+    assert page_ids(sim, limit=100) != ids
+    with pytest.raises(ValueError):
+        sim.configure(leads_order="sideways")
+
+
 def test_lead_objects_carry_documented_fields(make_sim):
     sim = make_sim(leads=80)
     leads = sim.leads()
