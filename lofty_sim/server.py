@@ -69,14 +69,32 @@ def _invalid(message: str) -> ApiError:
 
 
 def _int_param(query: dict[str, str], name: str) -> int | None:
-    """Parse an integer query parameter; empty counts as absent (as Spring binds it)."""
+    """Parse an integer query parameter; empty counts as absent (as Spring binds it).
+
+    Only the syntax is checked here; each endpoint checks the range, so that e.g. ``currentId``
+    of -2**63 (a valid int64, but negative) and 2**63 (beyond int64) get messages that say what
+    is wrong.
+    """
     raw = query.get(name, "")
     if raw == "":
         return None
-    # Strict digits: Python's int() would also take "1_000" or " 5 ".
-    if not _INT_RE.fullmatch(raw) or abs(int(raw)) > INT64_MAX:
+    # Strict digits: Python's int() would also take "1_000" or " 5 ". The length cap keeps a
+    # megabyte of digits from costing a bignum conversion.
+    if len(raw) > 40 or not _INT_RE.fullmatch(raw):
         raise _invalid(f"{name} must be an integer")
     return int(raw)
+
+
+def _id_param(query: dict[str, str], name: str, minimum: int) -> int | None:
+    """Parse an int64 id parameter that must be at least ``minimum``."""
+    value = _int_param(query, name)
+    if value is None:
+        return None
+    if value < minimum:
+        raise _invalid(f"{name} must be >= {minimum}")
+    if value > INT64_MAX:
+        raise _invalid(f"{name} must be <= {INT64_MAX} (a 64-bit integer)")
+    return value
 
 
 def _bool_param(query: dict[str, str], name: str) -> bool | None:
@@ -260,7 +278,13 @@ class LoftySimulator:
         self._config = config if config is not None else SimConfig()
         cfg = self._config
         self._lock = threading.RLock()
-        self._data = Dataset(cfg.seed, cfg.leads, cfg.calls_per_lead_mean, cfg.big_leads)
+        self._data = Dataset(
+            cfg.seed,
+            cfg.leads,
+            cfg.calls_per_lead_mean,
+            cfg.big_leads,
+            live_shape_share=cfg.live_shape_share,
+        )
         self._n_current = len(self._data.leads)
         self._version = 0  # bumped by every data mutation; invalidates cached orderings
         self._lead_cache: OrderedDict[int, bytes] = OrderedDict()
@@ -356,6 +380,8 @@ class LoftySimulator:
             if {"rate_limit", "rate_window_s"} & set(changes):
                 self._window_start = None
                 self._window_used = 0
+            if "extra_lead_fields" in changes:
+                self._lead_cache.clear()  # the cached bytes carry the old extra fields
             self._config = new
             return new
 
@@ -370,7 +396,7 @@ class LoftySimulator:
         Leads marked with :meth:`delete_after_listing` are included: they are still listed.
         """
         with self._lock:
-            return [self._data.build_lead(s) for s in self._live()]
+            return [self._build_lead(s) for s in self._live()]
 
     def lead_ids(self) -> list[int]:
         """Ids of the current leads, ascending (includes delete_after_listing leads)."""
@@ -595,6 +621,9 @@ class LoftySimulator:
             # Gateway-level checks first (credentials, route, method), then the endpoint's own.
             if scope is None:
                 raise ApiError(401, 401, "BAD_CREDENTIALS: invalid or missing token")
+            if scope == "key_as_bearer":
+                # Recorded live (api-notes §5, §16): a 400, not a 401.
+                raise ApiError(400, 200058, "User in token does not exist.")
             if path not in (LEADS_PATH, CALLS_PATH):
                 raise ApiError(404, 20007, "RESOURCE_NOT_EXIST")
             if method != "GET":
@@ -609,7 +638,7 @@ class LoftySimulator:
 
     @staticmethod
     def _authenticate(cfg: SimConfig, auth: str | None) -> str | None:
-        """Return "full", "noscope" or None (401)."""
+        """Return "full", "noscope", "key_as_bearer" (an API key sent as Bearer) or None (401)."""
         if not auth:
             return None
         scheme, _, token = auth.strip().partition(" ")
@@ -620,6 +649,8 @@ class LoftySimulator:
             return "noscope"
         if scheme == "token" and token == cfg.api_key:
             return "full"
+        if scheme == "bearer" and token == cfg.api_key:
+            return "key_as_bearer"
         return None
 
     # ------------------------------------------------------------------ /v1.0/leads
@@ -656,12 +687,21 @@ class LoftySimulator:
         self._orders[(name, desc)] = (self._version, order)
         return order
 
+    def _build_lead(self, st: LeadState) -> dict[str, Any]:
+        """Build the lead object as served: the data set's, plus ``extra_lead_fields``."""
+        lead = self._data.build_lead(st)
+        extra = self._config.extra_lead_fields
+        if extra:
+            # Deep copies via JSON, so callers cannot edit the configured values through a lead.
+            lead.update(json.loads(dumps(extra)))
+        return lead
+
     def _lead_json(self, st: LeadState) -> bytes:
         cached = self._lead_cache.get(st.idx)
         if cached is not None:
             self._lead_cache.move_to_end(st.idx)
             return cached
-        raw = dumps(self._data.build_lead(st))
+        raw = dumps(self._build_lead(st))
         self._lead_cache[st.idx] = raw
         if len(self._lead_cache) > LEAD_CACHE_MAX:
             self._lead_cache.popitem(last=False)
@@ -762,10 +802,8 @@ class LoftySimulator:
     def _list_calls(self, cfg: SimConfig, query: dict[str, str], fault: str | None) -> _Answer:
         if query.get("leadId", "") == "":
             raise _invalid("leadId is required")
-        lead_id = _int_param(query, "leadId")
+        lead_id = _id_param(query, "leadId", 1)
         assert lead_id is not None
-        if lead_id < 1:
-            raise _invalid("leadId must be >= 1")
         limit = _int_param(query, "limit")
         limit = 10 if limit is None else limit
         if not 1 <= limit <= 1000:
@@ -773,9 +811,7 @@ class LoftySimulator:
         offset = _int_param(query, "offset") or 0
         if offset < 0:
             raise _invalid("offset must be >= 0")
-        current = _int_param(query, "currentId") or 0
-        if current < 0:
-            raise _invalid("currentId must be >= 0")
+        current = _id_param(query, "currentId", 0) or 0
         with self._lock:
             st = self._data.by_id.get(lead_id)
             if st is None or st.deleted or st.calls_gone:
