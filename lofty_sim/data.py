@@ -436,9 +436,9 @@ class Dataset:
                     "lotSize": round(rng.uniform(0.05, 1.5), 2),
                     "parkingSpace": rng.randint(0, 3),
                     "floors": rng.randint(1, 3),
+                    # No priceMin/priceMax: the spec marks them writeOnly (lead routing input),
+                    # so a response does not carry them.
                     "price": price,
-                    "priceMin": -1,
-                    "priceMax": -1,
                     "mailAddress": rng.random() < 0.5,
                     "label": rng.choice(("Home", "Investment", "")),
                     "labelType": "",
