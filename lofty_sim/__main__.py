@@ -7,12 +7,13 @@ line, flushed) and serves until SIGTERM or SIGINT, then exits 0.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
 from types import FrameType
 
-from lofty_sim.config import DEFAULT_FAULT_KINDS, SimConfig
+from lofty_sim.config import DEFAULT_FAULT_KINDS, LEADS_ORDERS, SimConfig
 from lofty_sim.server import LoftySimulator
 
 
@@ -21,6 +22,17 @@ def _rate_limit(text: str) -> int | None:
     if text.lower() in ("0", "none", "off", "unlimited"):
         return None
     return int(text)
+
+
+def _extra_field(text: str) -> tuple[str, object]:
+    """``NAME=JSON``, e.g. ``brandNewField={"a": 1}``; a value that is not JSON is a string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=JSON, got {text!r}")
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        return name, raw
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--big-leads", type=int, default=d.big_leads, help="leads with 2,600..3,200 calls"
     )
+    p.add_argument(
+        "--live-shape-share",
+        type=float,
+        default=d.live_shape_share,
+        help="share of leads in the live-observed (not the spec's) shapes",
+    )
     p.add_argument("--cursor-mode", choices=("exclusive", "inclusive"), default=d.cursor_mode)
     p.add_argument("--metadata-key", choices=("_metadata", "get_metadata"), default=d.metadata_key)
     p.add_argument("--leads-default-limit", type=int, default=d.leads_default_limit)
+    p.add_argument(
+        "--leads-order",
+        choices=LEADS_ORDERS,
+        default=d.leads_order,
+        help="as_asked honours sort/desc; the others imitate servers that do not",
+    )
+    p.add_argument(
+        "--extra-lead-field",
+        type=_extra_field,
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help="add this field to every lead (repeatable)",
+    )
     p.add_argument(
         "--calls-page-cap",
         type=int,
@@ -89,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             calls_per_lead_mean=args.calls_per_lead,
             big_leads=args.big_leads,
+            live_shape_share=args.live_shape_share,
             cursor_mode=args.cursor_mode,
             metadata_key=args.metadata_key,
             leads_default_limit=args.leads_default_limit,
+            leads_order=args.leads_order,
+            extra_lead_fields=dict(args.extra_lead_field) or None,
             calls_page_cap=args.calls_page_cap,
             scroll_ttl_s=args.scroll_ttl,
             rate_limit=args.rate_limit,

@@ -49,16 +49,26 @@ DEFAULT_FAULT_KINDS: tuple[str, ...] = (
 CURSOR_MODES = ("exclusive", "inclusive")
 METADATA_KEYS = ("_metadata", "get_metadata")
 RESET_HEADER_FORMATS = ("epoch", "epoch_ms", "seconds")
+#: How ``GET /v1.0/leads`` orders its leads (see ``SimConfig.leads_order``).
+LEADS_ORDERS = ("as_asked", "newest_first", "shuffled_per_page", "ignore_sort_stable")
 
 # Fields that shape the generated data set; changing them would need a new simulator.
-DATA_FIELDS = frozenset({"leads", "seed", "calls_per_lead_mean", "big_leads"})
+DATA_FIELDS = frozenset({"leads", "seed", "calls_per_lead_mean", "big_leads", "live_shape_share"})
+
+
+def _check_extra_fields(extra: Any) -> None:
+    if extra is not None and not (
+        isinstance(extra, dict) and all(isinstance(k, str) and k for k in extra)
+    ):
+        raise ValueError("extra_lead_fields must be a dict with non-empty string keys, or None")
 
 
 @dataclass
 class SimConfig:
     """All switches of the simulator.
 
-    Data-shaping fields (``leads``, ``seed``, ``calls_per_lead_mean``, ``big_leads``) are fixed
+    Data-shaping fields (``leads``, ``seed``, ``calls_per_lead_mean``, ``big_leads``,
+    ``live_shape_share``) are fixed
     once a :class:`~lofty_sim.LoftySimulator` is built; every other field can be changed while it
     runs with ``LoftySimulator.configure(**changes)`` (or ``POST /_sim/configure``).
     """
@@ -67,6 +77,11 @@ class SimConfig:
     seed: int = 7
     calls_per_lead_mean: float = 8
     big_leads: int = 1
+    #: Share of leads (drawn per lead from the seed) in the shapes live clients report rather
+    #: than the spec's (api-notes §16): ``opportunity`` an object or null, ``leadType``,
+    #: ``privateFlag``, extra ``leadPropertyList[]`` fields, the full ``customRoleList``
+    #: catalog, ``pondId`` 0, time frames ``0-3``/``N/A``, float/null bathrooms. 0 = spec only.
+    live_shape_share: float = 0.3
     cursor_mode: str = "exclusive"
     metadata_key: str = "_metadata"
     leads_default_limit: int = 25
@@ -74,6 +89,16 @@ class SimConfig:
     #: Lofty endpoint does with limits it does not accept); None = as documented.
     calls_page_cap: int | None = None
     scroll_ttl_s: float = 3600.0
+    #: Listing order of ``/v1.0/leads``: ``as_asked`` honours ``sort``/``desc``;
+    #: ``newest_first`` ignores them and always serves leadId descending (what live clients
+    #: report, api-notes §16); ``shuffled_per_page`` honours them but shuffles the leads within
+    #: each served page (seeded); ``ignore_sort_stable`` ignores them and serves one fixed
+    #: pseudo-random order (seeded, the same for every request while the data does not change;
+    #: a new lead lands at a place derived from its id). A running scroll keeps its order.
+    leads_order: str = "as_asked"
+    #: Fields added to (or replacing fields of) every lead, served and in the ground truth, e.g.
+    #: ``{"brandNewField": {"a": 1}}`` to imitate a field no schema knows yet. None = none.
+    extra_lead_fields: dict[str, Any] | None = None
     rate_limit: int | None = 500
     rate_window_s: float = 60.0
     reset_header: str = "epoch"
@@ -93,6 +118,9 @@ class SimConfig:
             raise ValueError("leads must be >= 0")
         if self.big_leads < 0:
             raise ValueError("big_leads must be >= 0")
+        if not 0.0 <= self.live_shape_share <= 1.0:
+            raise ValueError("live_shape_share must be between 0 and 1")
+        _check_extra_fields(self.extra_lead_fields)
         if self.calls_per_lead_mean < 0:
             raise ValueError("calls_per_lead_mean must be >= 0")
         if self.cursor_mode not in CURSOR_MODES:
@@ -101,6 +129,8 @@ class SimConfig:
             raise ValueError(f"metadata_key must be one of {METADATA_KEYS}")
         if not 1 <= self.leads_default_limit <= 100:
             raise ValueError("leads_default_limit must be between 1 and 100")
+        if self.leads_order not in LEADS_ORDERS:
+            raise ValueError(f"leads_order must be one of {LEADS_ORDERS}")
         if self.calls_page_cap is not None and self.calls_page_cap < 1:
             raise ValueError("calls_page_cap must be >= 1 or None")
         if self.rate_limit is not None and self.rate_limit < 1:

@@ -190,6 +190,19 @@ CALL_NOTES = (
 )
 YES_NO = ("Yes", "No")
 
+# Live-observed shapes (api-notes §16) that the spec does not describe.
+#: Time-frame values seen live besides the documented ones.
+LIVE_TIME_FRAMES = (*TIME_FRAMES, "0-3", "N/A")
+#: The team's role catalog: live leads list every role, assigned or not.
+ROLE_CATALOG = (
+    (1, "Co-Agent"),
+    (2, "Showing Agent"),
+    (3, "Lender"),
+    (4, "Transaction Coordinator"),
+)
+OPPORTUNITY_STATUSES = ("Active", "Dismissed", "Converted")
+PROPERTY_SOURCES = ("Manual", "MLS", "Zillow", "Lead Inquiry", "Homes.com")
+
 # (status, weight) for dialer calls by direction, and outcomes by status.
 OUTBOUND_STATUSES = (
     ("Completed", 45),
@@ -266,9 +279,18 @@ class LeadCore:
 class Dataset:
     """Ground-truth data. Not thread-safe: the simulator serialises access with its lock."""
 
-    def __init__(self, seed: int, leads: int, calls_per_lead_mean: float, big_leads: int) -> None:
+    def __init__(
+        self,
+        seed: int,
+        leads: int,
+        calls_per_lead_mean: float,
+        big_leads: int,
+        *,
+        live_shape_share: float = 0.0,
+    ) -> None:
         """Draw the compact lead records (fast: a few random numbers per lead)."""
         self.seed = seed
+        self.live_shape_share = live_shape_share
         rng = random.Random(seed)
         # rng.random() arithmetic instead of randrange(): ~5x faster, and 100,000 leads must start
         # in well under a second.
@@ -414,9 +436,9 @@ class Dataset:
                     "lotSize": round(rng.uniform(0.05, 1.5), 2),
                     "parkingSpace": rng.randint(0, 3),
                     "floors": rng.randint(1, 3),
+                    # No priceMin/priceMax: the spec marks them writeOnly (lead routing input),
+                    # so a response does not carry them.
                     "price": price,
-                    "priceMin": -1,
-                    "priceMax": -1,
                     "mailAddress": rng.random() < 0.5,
                     "label": rng.choice(("Home", "Investment", "")),
                     "labelType": "",
@@ -464,7 +486,7 @@ class Dataset:
         last_update_ms = max(st.last_activity_ms, assign_ms)
         lead_types = sorted(rng.sample(LEAD_TYPES, rng.choices((0, 1, 2), weights=(10, 70, 20))[0]))
         n_segments = rng.choices((0, 1, 2), weights=(60, 30, 10))[0]
-        return {
+        lead = {
             "leadId": lead_id,
             "leadUserId": lead_user_id,
             "firstName": core.first_name,
@@ -527,6 +549,48 @@ class Dataset:
             "leadPropertyList": properties,
             "leadInquiry": lead_inquiry,
         }
+        # A separate stream decides and draws the live shapes, so that the other leads stay
+        # byte-identical to what they were before these shapes existed.
+        live_rng = random.Random(f"live:{self.seed}:{st.idx}")
+        if live_rng.random() < self.live_shape_share:
+            self._live_shapes(live_rng, st, lead, county, latest)
+        return lead
+
+    def _live_shapes(
+        self, rng: random.Random, st: LeadState, lead: dict[str, Any], county: str, latest: int
+    ) -> None:
+        """Turn ``lead`` into the shape live clients report (api-notes §16), in place."""
+        # The live opportunity object's fields are not documented anywhere; this shape (an id,
+        # the documented enum as "type", a status) is a plausible guess. Null when none.
+        if rng.random() < 0.5:
+            lead["opportunity"] = {
+                "id": snowflake(min(latest, st.create_ms + rng.randrange(DAY_MS)), st.idx),
+                "type": rng.choice(OPPORTUNITIES),
+                "status": rng.choice(OPPORTUNITY_STATUSES),
+            }
+        else:
+            lead["opportunity"] = None
+        lead["leadType"] = lead["leadTypes"][0] if lead["leadTypes"] else rng.choice(LEAD_TYPES)
+        lead["privateFlag"] = rng.random() < 0.2
+        for prop in lead["leadPropertyList"]:
+            prop["propertySource"] = rng.choice(PROPERTY_SOURCES)
+            prop["county"] = county
+            prop["createTime"] = lead_time(min(latest, st.create_ms + rng.randrange(DAY_MS)))
+        # The full role catalog, assigneeId 0 / assignee null where unassigned.
+        assigned = {r["roleId"]: r for r in lead["customRoleList"]}
+        lead["customRoleList"] = [
+            assigned.get(
+                role_id, {"roleId": role_id, "role": role, "assigneeId": 0, "assignee": None}
+            )
+            for role_id, role in ROLE_CATALOG
+        ]
+        if lead["pondId"] == -1:
+            lead["pondId"] = 0  # no pond: 0 live, not -1
+        lead["buyingTimeFrame"] = rng.choice(LIVE_TIME_FRAMES)
+        lead["sellingTimeFrame"] = rng.choice(LIVE_TIME_FRAMES)
+        inquiry = lead["leadInquiry"]
+        inquiry["bathroomsMin"] = rng.choice((None, 1.0, 1.5, 2.0))
+        inquiry["bathroomsMax"] = rng.choice((None, 2.0, 2.5, 3.0))
 
     # ---------------------------------------------------------------- calls
 

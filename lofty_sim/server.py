@@ -69,14 +69,32 @@ def _invalid(message: str) -> ApiError:
 
 
 def _int_param(query: dict[str, str], name: str) -> int | None:
-    """Parse an integer query parameter; empty counts as absent (as Spring binds it)."""
+    """Parse an integer query parameter; empty counts as absent (as Spring binds it).
+
+    Only the syntax is checked here; each endpoint checks the range, so that e.g. ``currentId``
+    of -2**63 (a valid int64, but negative) and 2**63 (beyond int64) get messages that say what
+    is wrong.
+    """
     raw = query.get(name, "")
     if raw == "":
         return None
-    # Strict digits: Python's int() would also take "1_000" or " 5 ".
-    if not _INT_RE.fullmatch(raw) or abs(int(raw)) > INT64_MAX:
+    # Strict digits: Python's int() would also take "1_000" or " 5 ". The length cap keeps a
+    # megabyte of digits from costing a bignum conversion.
+    if len(raw) > 40 or not _INT_RE.fullmatch(raw):
         raise _invalid(f"{name} must be an integer")
     return int(raw)
+
+
+def _id_param(query: dict[str, str], name: str, minimum: int) -> int | None:
+    """Parse an int64 id parameter that must be at least ``minimum``."""
+    value = _int_param(query, name)
+    if value is None:
+        return None
+    if value < minimum:
+        raise _invalid(f"{name} must be >= {minimum}")
+    if value > INT64_MAX:
+        raise _invalid(f"{name} must be <= {INT64_MAX} (a 64-bit integer)")
+    return value
 
 
 def _bool_param(query: dict[str, str], name: str) -> bool | None:
@@ -96,6 +114,7 @@ class _Scroll:
     pos: int
     limit: int
     issued: float  # time.monotonic() at issue; the TTL counts from here
+    shuffle: bool = False  # leads_order was shuffled_per_page when the scroll started
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +278,13 @@ class LoftySimulator:
         self._config = config if config is not None else SimConfig()
         cfg = self._config
         self._lock = threading.RLock()
-        self._data = Dataset(cfg.seed, cfg.leads, cfg.calls_per_lead_mean, cfg.big_leads)
+        self._data = Dataset(
+            cfg.seed,
+            cfg.leads,
+            cfg.calls_per_lead_mean,
+            cfg.big_leads,
+            live_shape_share=cfg.live_shape_share,
+        )
         self._n_current = len(self._data.leads)
         self._version = 0  # bumped by every data mutation; invalidates cached orderings
         self._lead_cache: OrderedDict[int, bytes] = OrderedDict()
@@ -355,6 +380,8 @@ class LoftySimulator:
             if {"rate_limit", "rate_window_s"} & set(changes):
                 self._window_start = None
                 self._window_used = 0
+            if "extra_lead_fields" in changes:
+                self._lead_cache.clear()  # the cached bytes carry the old extra fields
             self._config = new
             return new
 
@@ -369,7 +396,7 @@ class LoftySimulator:
         Leads marked with :meth:`delete_after_listing` are included: they are still listed.
         """
         with self._lock:
-            return [self._data.build_lead(s) for s in self._live()]
+            return [self._build_lead(s) for s in self._live()]
 
     def lead_ids(self) -> list[int]:
         """Ids of the current leads, ascending (includes delete_after_listing leads)."""
@@ -594,6 +621,9 @@ class LoftySimulator:
             # Gateway-level checks first (credentials, route, method), then the endpoint's own.
             if scope is None:
                 raise ApiError(401, 401, "BAD_CREDENTIALS: invalid or missing token")
+            if scope == "key_as_bearer":
+                # Recorded live (api-notes §5, §16): a 400, not a 401.
+                raise ApiError(400, 200058, "User in token does not exist.")
             if path not in (LEADS_PATH, CALLS_PATH):
                 raise ApiError(404, 20007, "RESOURCE_NOT_EXIST")
             if method != "GET":
@@ -608,7 +638,7 @@ class LoftySimulator:
 
     @staticmethod
     def _authenticate(cfg: SimConfig, auth: str | None) -> str | None:
-        """Return "full", "noscope" or None (401)."""
+        """Return "full", "noscope", "key_as_bearer" (an API key sent as Bearer) or None (401)."""
         if not auth:
             return None
         scheme, _, token = auth.strip().partition(" ")
@@ -619,14 +649,22 @@ class LoftySimulator:
             return "noscope"
         if scheme == "token" and token == cfg.api_key:
             return "full"
+        if scheme == "bearer" and token == cfg.api_key:
+            return "key_as_bearer"
         return None
 
     # ------------------------------------------------------------------ /v1.0/leads
 
     def _order(self, sort: str, desc: bool) -> tuple[int, ...]:
         """Lead indexes in listing order (cached until the data changes). Call under the lock."""
+        mode = self._config.leads_order
         name = sort.lower()
-        if name not in ("createtime", "lastactivity", "lastcall"):
+        if mode == "newest_first":
+            # Live clients report sort/desc being ignored: leadId descending whatever was asked.
+            name, desc = "default", True
+        elif mode == "ignore_sort_stable":
+            name, desc = "stable", False
+        elif name not in ("createtime", "lastactivity", "lastcall"):
             name = "default"  # every other documented sort is accepted and treated as Default
         cached = self._orders.get((name, desc))
         if cached is not None and cached[0] == self._version:
@@ -638,18 +676,32 @@ class LoftySimulator:
             live.sort(key=lambda s: (s.last_activity_ms, s.lead_id), reverse=desc)
         elif name == "lastcall":
             live.sort(key=lambda s: (s.last_call_ms, s.lead_id), reverse=desc)
+        elif name == "stable":
+            # A key per lead from (seed, leadId) alone: the order is the same for every request,
+            # and a new lead slots in at a place that depends only on its id.
+            seed = self._config.seed
+            live.sort(key=lambda s: (_stable_rank(seed, s.lead_id), s.lead_id))
         else:
             live.sort(key=lambda s: s.lead_id, reverse=desc)
         order = tuple(s.idx for s in live)
         self._orders[(name, desc)] = (self._version, order)
         return order
 
+    def _build_lead(self, st: LeadState) -> dict[str, Any]:
+        """Build the lead object as served: the data set's, plus ``extra_lead_fields``."""
+        lead = self._data.build_lead(st)
+        extra = self._config.extra_lead_fields
+        if extra:
+            # Deep copies via JSON, so callers cannot edit the configured values through a lead.
+            lead.update(json.loads(dumps(extra)))
+        return lead
+
     def _lead_json(self, st: LeadState) -> bytes:
         cached = self._lead_cache.get(st.idx)
         if cached is not None:
             self._lead_cache.move_to_end(st.idx)
             return cached
-        raw = dumps(self._data.build_lead(st))
+        raw = dumps(self._build_lead(st))
         self._lead_cache[st.idx] = raw
         if len(self._lead_cache) > LEAD_CACHE_MAX:
             self._lead_cache.popitem(last=False)
@@ -690,16 +742,21 @@ class LoftySimulator:
                 # ordering is frozen so leads that existed throughout are never skipped or
                 # repeated); a limit sent along with the scrollId is honoured.
                 order, pos, page_limit = scroll.order, scroll.pos, limit or scroll.limit
+                shuffle = scroll.shuffle
             else:
                 order = self._order(query.get("sort") or "Default", True if desc is None else desc)
                 pos, page_limit = offset or 0, limit or cfg.leads_default_limit
-            page: list[bytes] = []
+                shuffle = cfg.leads_order == "shuffled_per_page"
+            served: list[int] = []
             i = pos
-            while i < len(order) and len(page) < page_limit:
-                st = self._data.leads[order[i]]
-                if not st.deleted:  # deleted mid-scroll: just not served
-                    page.append(self._lead_json(st))
+            while i < len(order) and len(served) < page_limit:
+                if not self._data.leads[order[i]].deleted:  # deleted mid-scroll: not served
+                    served.append(order[i])
                 i += 1
+            if shuffle:
+                # Seeded by the page's content, so a retried request gets the same bytes.
+                random.Random(f"page:{cfg.seed}:{served}").shuffle(served)
+            page = [self._lead_json(self._data.leads[idx]) for idx in served]
             meta: dict[str, Any] = {
                 "collection": "leads",
                 "limit": page_limit,
@@ -710,7 +767,7 @@ class LoftySimulator:
             # last lead is empty and has none.
             if page:
                 meta["scrollId"] = self._issue_scroll(
-                    _Scroll(order, i, page_limit, time.monotonic())
+                    _Scroll(order, i, page_limit, time.monotonic(), shuffle)
                 )
         body = b"".join(
             (
@@ -745,10 +802,8 @@ class LoftySimulator:
     def _list_calls(self, cfg: SimConfig, query: dict[str, str], fault: str | None) -> _Answer:
         if query.get("leadId", "") == "":
             raise _invalid("leadId is required")
-        lead_id = _int_param(query, "leadId")
+        lead_id = _id_param(query, "leadId", 1)
         assert lead_id is not None
-        if lead_id < 1:
-            raise _invalid("leadId must be >= 1")
         limit = _int_param(query, "limit")
         limit = 10 if limit is None else limit
         if not 1 <= limit <= 1000:
@@ -756,9 +811,7 @@ class LoftySimulator:
         offset = _int_param(query, "offset") or 0
         if offset < 0:
             raise _invalid("offset must be >= 0")
-        current = _int_param(query, "currentId") or 0
-        if current < 0:
-            raise _invalid("currentId must be >= 0")
+        current = _id_param(query, "currentId", 0) or 0
         with self._lock:
             st = self._data.by_id.get(lead_id)
             if st is None or st.deleted or st.calls_gone:
@@ -812,6 +865,12 @@ class LoftySimulator:
         except (ValueError, TypeError, KeyError) as err:
             return 400, {"error": f"{type(err).__name__}: {err}"}
         return 200, {"ok": True} if result is None else result
+
+
+def _stable_rank(seed: int, lead_id: int) -> int:
+    """Return a pseudo-random but fixed rank of a lead (``leads_order="ignore_sort_stable"``)."""
+    digest = hashlib.blake2b(f"rank:{seed}:{lead_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _opaque(seed_text: str) -> str:

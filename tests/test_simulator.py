@@ -226,6 +226,100 @@ def test_metadata_key_switch(make_sim):
     assert "_metadata" in leads_page(sim)
 
 
+# ----------------------------------------------------------------------------- leads_order
+
+
+def page_ids(sim: LoftySimulator, **params: Any) -> list[int]:
+    return [x["leadId"] for x in leads_page(sim, **params)["leads"]]
+
+
+def test_leads_order_as_asked_is_the_default_and_honours_sort(make_sim):
+    sim = make_sim(leads=40, calls_per_lead_mean=3)
+    assert sim.config.leads_order == "as_asked"
+    assert page_ids(sim, sort="CreateTime", desc="false", limit=100) == sorted(sim.lead_ids())
+    assert page_ids(sim, limit=100) == sorted(sim.lead_ids(), reverse=True)
+
+
+def test_leads_order_newest_first_ignores_sort_and_desc(make_sim):
+    sim = make_sim(leads=40, calls_per_lead_mean=3, leads_order="newest_first")
+    newest = sorted(sim.lead_ids(), reverse=True)
+    for params in (
+        {},
+        {"sort": "CreateTime", "desc": "false"},
+        {"sort": "LastCall", "desc": "true"},
+        {"sort": "Score", "desc": "false"},
+    ):
+        assert page_ids(sim, limit=100, **params) == newest, params
+    assert page_ids(sim, sort="CreateTime", desc="false", limit=10, offset=10) == newest[10:20]
+    ids, _ = scroll_all(sim, sort="CreateTime", desc="false", limit=15)
+    assert ids == newest
+
+
+def test_leads_order_shuffled_per_page_keeps_page_contents_but_not_their_order(make_sim):
+    sim = make_sim(leads=50, seed=4, leads_order="shuffled_per_page")
+    asked = sorted(sim.lead_ids())  # CreateTime ascending = leadId ascending
+    pages = [
+        page_ids(sim, sort="CreateTime", desc="false", limit=10, offset=o) for o in range(0, 50, 10)
+    ]
+    for n, page in enumerate(pages):
+        assert sorted(page) == asked[10 * n : 10 * n + 10]
+    assert sum(page != sorted(page) for page in pages) >= 4  # shuffled, not sorted
+    # Deterministic: the same request gets the same order, a fresh simulator too.
+    params = {"sort": "CreateTime", "desc": "false", "limit": 10}
+    assert page_ids(sim, **params) == page_ids(sim, **params) == pages[0]
+    twin = make_sim(leads=50, seed=4, leads_order="shuffled_per_page")
+    assert page_ids(twin, **params) == pages[0]
+    # A scroll serves the asked order page by page, each page shuffled; every lead once.
+    ids, _ = scroll_all(sim, sort="CreateTime", desc="false", limit=10)
+    assert [sorted(ids[i : i + 10]) for i in range(0, 50, 10)] == [
+        asked[i : i + 10] for i in range(0, 50, 10)
+    ]
+    assert ids != asked
+
+
+def test_leads_order_ignore_sort_stable_is_one_fixed_order(make_sim):
+    sim = make_sim(leads=60, seed=9, calls_per_lead_mean=2, leads_order="ignore_sort_stable")
+    order = page_ids(sim, limit=100)
+    assert sorted(order) == sorted(sim.lead_ids())
+    assert order not in (sorted(order), sorted(order, reverse=True))
+    for params in (
+        {"sort": "CreateTime", "desc": "false"},
+        {"sort": "CreateTime", "desc": "true"},
+        {"sort": "LastCall"},
+    ):
+        assert page_ids(sim, limit=100, **params) == order, params
+    assert page_ids(sim, limit=20, offset=20) == order[20:40]
+    ids, _ = scroll_all(sim, sort="LastCall", limit=25)
+    assert ids == order
+    # New leads slot in at a deterministic place; the old leads keep their relative order.
+    sim.append_calls(existing_leads=5, new_leads=4, calls_per_lead=1)
+    after = page_ids(sim, limit=100)
+    new = set(after) - set(order)
+    assert len(new) == 4
+    assert [i for i in after if i not in new] == order
+    assert after[-4:] != sorted(new)  # not simply appended at an end
+    # (New leadIds embed the wall clock, so where they land differs from run to run; it is a
+    # function of the id and the seed only, hence stable from request to request.)
+    assert page_ids(sim, sort="CreateTime", limit=100) == after
+    assert scroll_all(sim, limit=30)[0] == after
+
+
+def test_leads_order_switch_does_not_change_a_running_scroll(make_sim):
+    sim = make_sim(leads=40)
+    first = leads_page(sim, limit=10)
+    ids = [x["leadId"] for x in first["leads"]]
+    sim.configure(leads_order="ignore_sort_stable")
+    token = first["_metadata"]["scrollId"]
+    while token:
+        body = leads_page(sim, scrollId=token)
+        ids += [x["leadId"] for x in body["leads"]]
+        token = body["_metadata"].get("scrollId")
+    assert ids == sorted(sim.lead_ids(), reverse=True)
+    assert page_ids(sim, limit=100) != ids
+    with pytest.raises(ValueError):
+        sim.configure(leads_order="sideways")
+
+
 def test_lead_objects_carry_documented_fields(make_sim):
     sim = make_sim(leads=80)
     leads = sim.leads()
@@ -243,7 +337,10 @@ def test_lead_objects_carry_documented_fields(make_sim):
             }  # fmt: skip
             assert tag["leadId"] == lead["leadId"]
         assert {"priceMin", "priceMax", "locations", "bathroomsMin"} <= set(lead["leadInquiry"])
-        assert isinstance(lead["leadInquiry"]["bathroomsMin"], str)
+        # A string as the spec says; on live-shaped leads a float or null (api-notes §16).
+        live = "privateFlag" in lead
+        bath = (str,) if not live else (float, type(None))
+        assert isinstance(lead["leadInquiry"]["bathroomsMin"], bath)
         for flag in ("cannotText", "cannotCall", "cannotEmail", "hiddenFlag", "unsubscription"):
             assert isinstance(lead[flag], bool)
         assert lead["ownershipScope"] in ("TEAM", "OFFICE", "PERSONAL")
@@ -255,6 +352,77 @@ def test_lead_objects_carry_documented_fields(make_sim):
     # Served bytes are exactly the ground truth.
     served = leads_page(sim, sort="CreateTime", desc="false", limit=100)["leads"]
     assert served == leads
+
+
+LIVE_ONLY = {"leadType", "privateFlag"}
+
+
+def test_some_leads_carry_the_live_observed_shapes(make_sim):
+    sim = make_sim(leads=300, seed=7)
+    leads = sim.leads()
+    live = [x for x in leads if set(x) >= LIVE_ONLY]
+    spec = [x for x in leads if not LIVE_ONLY & set(x)]
+    assert len(live) + len(spec) == len(leads)
+    assert 0.2 < len(live) / len(leads) < 0.4
+    for lead in live:
+        assert isinstance(lead["leadType"], int)
+        assert isinstance(lead["privateFlag"], bool)
+        opp = lead["opportunity"]
+        assert opp is None or (
+            set(opp) == {"id", "type", "status"}
+            and opp["id"] > 2**53
+            and isinstance(opp["type"], str)
+        )
+        for prop in lead["leadPropertyList"]:
+            assert isinstance(prop["propertySource"], str)
+            assert isinstance(prop["county"], str)
+            assert LEAD_TIME.match(prop["createTime"])
+        roles = lead["customRoleList"]
+        assert len(roles) >= 3
+        for role in roles:
+            assert (role["assigneeId"] == 0) == (role["assignee"] is None)
+        assert lead["pondId"] == 0 or lead["pondName"] is not None
+        for key in ("bathroomsMin", "bathroomsMax"):
+            assert lead["leadInquiry"][key] is None or isinstance(lead["leadInquiry"][key], float)
+    for lead in spec:
+        assert lead["opportunity"] is None or isinstance(lead["opportunity"], str)
+        assert lead["pondId"] != 0
+        assert len(lead["customRoleList"]) <= 1
+        assert all("propertySource" not in p for p in lead["leadPropertyList"])
+    # Each shape occurs, on some leads but not all.
+    assert any(isinstance(x["opportunity"], dict) for x in live)
+    assert any(x["opportunity"] is None for x in live)
+    assert any(isinstance(x["opportunity"], str) for x in spec)
+    assert any(x["leadPropertyList"] for x in live)
+    assert any(x["pondId"] == 0 for x in live)
+    frames = {x["buyingTimeFrame"] for x in live} | {x["sellingTimeFrame"] for x in live}
+    assert {"0-3", "N/A"} <= frames
+    bath = [x["leadInquiry"]["bathroomsMin"] for x in live]
+    assert None in bath
+    assert any(isinstance(b, float) for b in bath)
+    assert any(r["assigneeId"] == 0 for x in live for r in x["customRoleList"])
+    assert any(r["assigneeId"] != 0 for x in live for r in x["customRoleList"])
+    # Deterministic, and switchable off.
+    assert make_sim(leads=300, seed=7).leads() == leads
+    assert not any(LIVE_ONLY & set(x) for x in make_sim(leads=100, live_shape_share=0).leads())
+
+
+def test_extra_lead_fields_reach_every_lead_served_and_truth(make_sim):
+    sim = make_sim(leads=30, extra_lead_fields={"brandNewField": {"a": 1}, "zz": [1, None]})
+    served = leads_page(sim, limit=100)["leads"]
+    assert all(x["brandNewField"] == {"a": 1} and x["zz"] == [1, None] for x in served)
+    assert all(x["brandNewField"] == {"a": 1} for x in sim.leads())
+    sim.configure(extra_lead_fields=None)  # runtime switch: cached bytes are dropped
+    assert not any("brandNewField" in x for x in leads_page(sim, limit=100)["leads"])
+    with pytest.raises(ValueError):
+        sim.configure(extra_lead_fields={"": 1})
+    resp = requests.post(
+        sim.url + "/_sim/configure",
+        json={"extra_lead_fields": {"other": "x"}},
+        timeout=TIMEOUT,
+    )
+    assert resp.json()["extra_lead_fields"] == {"other": "x"}
+    assert all(x["other"] == "x" for x in leads_page(sim, limit=5)["leads"])
 
 
 # ----------------------------------------------------------------------------- calls
@@ -299,6 +467,34 @@ def test_lead_objects_carry_documented_fields(make_sim):
             {"leadId": "LEAD", "currentId": "-1"},
             400,
             {"code": 20012, "message": "INVALID_PARAMETER: currentId must be >= 0"},
+        ),
+        (
+            {"leadId": "LEAD", "currentId": str(-(2**63))},
+            400,
+            {"code": 20012, "message": "INVALID_PARAMETER: currentId must be >= 0"},
+        ),
+        (
+            {"leadId": "LEAD", "currentId": str(2**63)},
+            400,
+            {
+                "code": 20012,
+                "message": "INVALID_PARAMETER: currentId must be <= 9223372036854775807"
+                " (a 64-bit integer)",
+            },
+        ),
+        (
+            {"leadId": "LEAD", "currentId": str(2**63 - 1)},
+            200,
+            {"calls": []},
+        ),
+        (
+            {"leadId": str(2**63)},
+            400,
+            {
+                "code": 20012,
+                "message": "INVALID_PARAMETER: leadId must be <= 9223372036854775807"
+                " (a 64-bit integer)",
+            },
         ),
         (
             {"leadId": "LEAD", "currentId": "1.5"},
@@ -448,7 +644,7 @@ def test_both_auth_header_forms_are_accepted(make_sim, form):
 
 
 @pytest.mark.parametrize(
-    "header", [None, "", "Bearer wrong", "Bearer {key}", "token {tok}", "Basic {key}", "{key}"]
+    "header", [None, "", "Bearer wrong", "token {tok}", "Basic {key}", "{key}"]
 )
 def test_bad_or_missing_credentials_are_401(make_sim, header):
     sim = make_sim(leads=3)
@@ -459,6 +655,20 @@ def test_bad_or_missing_credentials_are_401(make_sim, header):
         assert resp.status_code == 401
         assert resp.json() == {"code": 401, "message": "BAD_CREDENTIALS: invalid or missing token"}
         assert "X-RateLimit-Remaining" in resp.headers
+
+
+def test_api_key_sent_as_bearer_is_400_user_in_token_does_not_exist(make_sim):
+    # Recorded live (api-notes §16): HTTP 400 with code 200058, not a 401.
+    sim = make_sim(leads=3)
+    for path in ("/v1.0/leads", "/v1.0/communication/call"):
+        for scheme in ("Bearer", "bearer"):
+            resp = get(
+                sim, path, {"leadId": sim.lead_ids()[0]}, auth=f"{scheme} {sim.config.api_key}"
+            )
+            assert resp.status_code == 400
+            assert resp.json() == {"code": 200058, "message": "User in token does not exist."}
+            assert "X-RateLimit-Remaining" in resp.headers
+    assert sim.counters["GET /v1.0/leads 400"] == 2
 
 
 def test_token_without_calls_scope_gets_403_on_calls_only(make_sim):
