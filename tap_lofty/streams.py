@@ -290,7 +290,10 @@ class LeadsStream(LoftyStream):
                     progress.leads_total = page.total
                 for lead in page.leads:
                     for history in histories:
-                        history.schedule(lead)
+                        history.admit(lead)
+                for lead in page.leads:
+                    for history in histories:
+                        history.start(lead)
                     ahead.append(lead)
                     while len(ahead) > lookahead:
                         yield ahead.popleft()
@@ -418,8 +421,12 @@ class LeadHistoryStream(LoftyStream):
             self._bookmark = LeadHistoryBookmark(self.stream_state, self.name, detection=detection)
         return self._bookmark
 
-    def schedule(self, lead: dict[str, Any]) -> None:
-        """Plan (and start fetching) this lead's history unless this run need not read it."""
+    def admit(self, lead: dict[str, Any]) -> None:
+        """Plan this lead's history unless this run need not read it (call in listing order).
+
+        The parent admits a whole listing page before it starts any of its fetches, so
+        that the resume marker knows every lead of the page (a page may not be sorted).
+        """
         lead_id = lead["leadId"]
         if self.changed is not None:
             if lead_id not in self.changed:
@@ -429,12 +436,18 @@ class LeadHistoryStream(LoftyStream):
             return
         self.bookmark.lead_listed(lead)
         self._scheduled[lead_id] = lead
+
+    def start(self, lead: dict[str, Any]) -> None:
+        """Start fetching this lead's history in the background, if it was admitted."""
+        lead_id = lead["leadId"]
+        if lead_id not in self._scheduled:
+            return
         if self._prefetcher is None:
             self._prefetcher = OrderedPrefetcher(self._fetch_lead, self.config["max_concurrency"])
         self._prefetcher.submit(lead_id)
 
     def is_scheduled(self, lead_id: int) -> bool:
-        """Whether :meth:`schedule` planned a fetch for this lead."""
+        """Whether :meth:`admit` planned a fetch for this lead."""
         return lead_id in self._scheduled
 
     def finish_listing(self) -> None:
@@ -446,10 +459,13 @@ class LeadHistoryStream(LoftyStream):
         due = self.bookmark.leads_to_reread()
         if self.changed:
             due += sorted(self.changed)
-            self.changed = set()
+        self.changed = None  # the leads due now are read whatever the feed said
+        leads = [{"leadId": lead_id} for lead_id in due]
+        for lead in leads:
+            self.admit(lead)
         _bounded(
-            ({"leadId": lead_id} for lead_id in due),
-            self.schedule,
+            leads,
+            self.start,
             lambda lead: self.sync(context={"leadId": lead["leadId"]}),
             self.lookahead,
         )

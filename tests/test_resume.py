@@ -57,12 +57,12 @@ def run_until(command: list[str], cwd: Path, *, states: int | None, seconds: flo
 @pytest.mark.parametrize("order", ORDERS)
 def test_kill_at_any_point_and_resume_loses_no_call(make_sim, tmp_path, order):
     sim = make_sim(
-        leads=150,
+        leads=100,
         seed=21,
         calls_per_lead_mean=6,
         big_leads=0,
         rate_limit=None,
-        latency_s=0.01,
+        latency_s=0.04,
         leads_order=order,
     )
     config: dict[str, Any] = sim_config(sim, max_concurrency=2, leads_page_size=20)

@@ -283,7 +283,14 @@ def test_bookmark_promotes_only_calls_created_before_the_cutoff():
     bookmark.observe({"id": 950})  # no createTime: cannot advance the bookmark
     assert bookmark.max_id == 150
     bookmark.finish()
-    assert state == {"replication_key": "id", "replication_key_value": 150}
+    assert state == {
+        "replication_key": "id",
+        "replication_key_value": 150,
+        # where the next feed window starts, and the full scan this run was
+        "feedFrom": "2026-11-28T11:50:00Z",
+        "lastFullScan": "2026-11-28T11:50:00Z",
+        "fullScanBookmark": 150,
+    }
 
 
 def test_bookmark_cutoff_boundary_in_every_time_format():
