@@ -136,12 +136,14 @@ class LeadHistoryBookmark:
         stream_state: dict[str, Any],
         stream: str,
         *,
+        created_field: str = "createTime",
         detection: ChangeDetection | None = None,
         now: dt.datetime | None = None,
     ) -> None:
         """Wrap the stream's writable state dict and start (or resume) a run."""
         self._state = stream_state
         self._stream = stream
+        self._created_field = created_field  # when a record was created, in Lofty's words
         self._lock = threading.Lock()
         detection = detection or ChangeDetection()
         self.bookmark = self._int_or_none(stream_state.get("replication_key_value"))
@@ -196,6 +198,7 @@ class LeadHistoryBookmark:
         self.leads_done_before = self._claimed.count
         # Seconds only: a record in the cut-off's own second counts as after it (safe side).
         self._cutoff_text = self.cutoff.strftime(LOFTY_UTC_FORMAT)
+        self._cutoff_ms = int(self.cutoff.replace(microsecond=0).timestamp()) * 1000
         # Leads listed and not yet done, in listing order, and the running minimum of
         # their creation times (a monotonic deque of (time, listing number)).
         self._pending: deque[int] = deque()
@@ -246,10 +249,13 @@ class LeadHistoryBookmark:
 
     def observe(self, record: dict[str, Any]) -> None:
         """Count an emitted record towards the next bookmark if created before the cut-off."""
-        created = record.get("createTime")
-        if not isinstance(created, str):
+        created = record.get(self._created_field)
+        if isinstance(created, int) and not isinstance(created, bool):  # epoch milliseconds
+            if created >= self._cutoff_ms:
+                return
+        elif not isinstance(created, str):
             return  # unknown creation time: cannot be trusted to advance the bookmark
-        if LOFTY_UTC.fullmatch(created):  # the documented format: compare as text, fast
+        elif LOFTY_UTC.fullmatch(created):  # the documented format: compare as text, fast
             if created >= self._cutoff_text:
                 return
         else:
@@ -322,6 +328,10 @@ class LeadHistoryBookmark:
                 state.pop("fullScanBookmark", None)
             else:
                 state["fullScanBookmark"] = final
+
+    def abandon(self) -> None:
+        """End a run that read nothing for this stream: the state stays as it came."""
+        self._state.pop("resume", None)
 
     def _write_resume(self) -> None:
         resume: dict[str, Any] = {

@@ -24,7 +24,13 @@ from singer_sdk.helpers.types import Context, Record
 from singer_sdk.singerlib import RecordMessage
 from typing_extensions import override
 
-from tap_lofty.client import LeadNotFoundError, LoftyClient, LoftyError
+from tap_lofty.client import (
+    NO_PERMISSION,
+    LeadNotFoundError,
+    LoftyAPIError,
+    LoftyClient,
+    LoftyError,
+)
 from tap_lofty.feed import FeedUnavailableError, read_feed
 from tap_lofty.pagination import HistoryPageSize, scroll_leads, to_id, walk_history
 from tap_lofty.prefetch import OrderedPrefetcher
@@ -385,6 +391,11 @@ class LeadHistoryStream(LoftyStream):
     page_size_setting: ClassVar[str]
     #: The communications feed's ``type`` for this stream's records (CALL, TEXT, EMAIL).
     feed_type: ClassVar[str]
+    #: The field that says when a record was created (the bookmark's cut-off rule).
+    created_field: ClassVar[str] = "createTime"
+    #: Whether an app without this endpoint's scope skips the stream (with a warning)
+    #: instead of failing the run.
+    scope_optional: ClassVar[bool] = True
     #: Shortest gap between two STATE messages written after a lead; at most this
     #: much progress is lost if the run is killed.
     STATE_INTERVAL_S = 1.0
@@ -399,6 +410,8 @@ class LeadHistoryStream(LoftyStream):
         self._schema_sent = False
         #: Leads the feed says changed (None: a full scan reads every lead).
         self.changed: set[int] | None = None
+        #: Why Lofty refused this stream's endpoint in this run (403 scope), if it did.
+        self.refused: str | None = None
         self._page_size = HistoryPageSize(
             self.path, self.page_size_setting, self.config[self.page_size_setting]
         )
@@ -418,7 +431,12 @@ class LeadHistoryStream(LoftyStream):
                 overlap=dt.timedelta(minutes=config["feed_overlap_minutes"]),
                 full_scan_interval=dt.timedelta(days=interval) if interval > 0 else None,
             )
-            self._bookmark = LeadHistoryBookmark(self.stream_state, self.name, detection=detection)
+            self._bookmark = LeadHistoryBookmark(
+                self.stream_state,
+                self.name,
+                created_field=self.created_field,
+                detection=detection,
+            )
         return self._bookmark
 
     def admit(self, lead: dict[str, Any]) -> None:
@@ -428,6 +446,8 @@ class LeadHistoryStream(LoftyStream):
         that the resume marker knows every lead of the page (a page may not be sorted).
         """
         lead_id = lead["leadId"]
+        if self.refused is not None:
+            return
         if self.changed is not None:
             if lead_id not in self.changed:
                 return  # the feed shows nothing new for this lead
@@ -472,9 +492,11 @@ class LeadHistoryStream(LoftyStream):
         if self._prefetcher is not None:
             self._prefetcher.close()
             self._prefetcher = None
-        if self.selected:
+        if self.refused is not None:
+            self.bookmark.abandon()
+        elif self.selected:
             self.bookmark.finish()
-            self._force_state_message()
+        self._force_state_message()
 
     @override
     def get_record_counter(
@@ -514,26 +536,48 @@ class LeadHistoryStream(LoftyStream):
         if lead is None:
             return  # another child stream reads this lead; this one need not
         assert self._prefetcher is not None
-        fetched = self._prefetcher.take(lead_id)
         count = 0
         bookmark = self.bookmark
-        if fetched is GONE:
-            self._gone(lead_id)
-        else:
-            first, rest = fetched
-            try:
-                for page in _chain(first, rest):
+        try:
+            fetched = self._prefetcher.take(lead_id)
+            if fetched is GONE:
+                self._gone(lead_id)
+            else:
+                for page in _chain(*fetched):
                     for record in page:
                         record.setdefault("leadId", lead_id)
                         bookmark.observe(record)
                         yield record
                     count += len(page)
-            except LeadNotFoundError:
-                self._gone(lead_id)
+        except LeadNotFoundError:
+            self._gone(lead_id)
+        except LoftyAPIError as exc:
+            if not (
+                self.scope_optional and exc.status == 403 and str(exc.code) == str(NO_PERMISSION)
+            ):
+                raise
+            self._refuse(exc)
+            return
         bookmark.lead_done(lead)
         self.lofty.progress.lead_finished(count)
         if time.monotonic() - self._last_state_write >= self.STATE_INTERVAL_S:
             self.state_manager.is_flushed = False
+
+    def _refuse(self, exc: LoftyAPIError) -> None:
+        """Lofty says the app lacks this endpoint's scope: skip the stream, keep its state."""
+        if self.refused is None:
+            self.refused = str(exc)
+            LOGGER.warning(
+                "The Lofty app lacks the scope for GET %s (403, code %s), so the '%s' stream "
+                "is skipped in this run and its bookmark stays where it was; the other "
+                "streams go on. Grant the scope in the Lofty Developer Portal, or deselect "
+                "'%s'.",
+                self.path,
+                NO_PERMISSION,
+                self.name,
+                self.name,
+            )
+            self._scheduled.clear()
 
     def _gone(self, lead_id: int) -> None:
         LOGGER.warning(
@@ -607,5 +651,40 @@ class CallsStream(LeadHistoryStream):
     records_key = "calls"
     page_size_setting = "calls_page_size"
     feed_type = "CALL"
+    scope_optional = False  # the tap's main stream: a missing scope is an error
     id_fields = ("id", "leadId", "dialerCallRecordId", "userId", "agentId")
     time_fields = ("startTime", "endTime", "createTime", "updateTime")
+
+
+class TextsStream(LeadHistoryStream):
+    """Each lead's text messages, from ``GET /v1.0/communication/text``.
+
+    ``textTime`` is the only time a text carries; its format is undocumented, so every
+    Lofty time format and epoch milliseconds are accepted.
+    """
+
+    name = "texts"
+    path = "/v1.0/communication/text"
+    records_key = "texts"
+    page_size_setting = "texts_page_size"
+    feed_type = "TEXT"
+    created_field = "textTime"
+    id_fields = ("id", "leadId", "agentId")
+    time_fields = ("textTime",)
+
+
+class EmailsStream(LeadHistoryStream):
+    """Each lead's email events (sent, opened, bounced), from ``GET /v1.0/communication/email``.
+
+    One record per event; ``emailEventTime``'s format is undocumented, so every Lofty
+    time format and epoch milliseconds are accepted.
+    """
+
+    name = "emails"
+    path = "/v1.0/communication/email"
+    records_key = "emails"
+    page_size_setting = "emails_page_size"
+    feed_type = "EMAIL"
+    created_field = "emailEventTime"
+    id_fields = ("id", "leadId", "agentId")
+    time_fields = ("emailEventTime",)

@@ -24,7 +24,7 @@ from tap_lofty.client import LoftyClient, LoftyError, auth_header
 from tap_lofty.pagination import LEADS_PATH, to_id
 from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import WINDOW_S, RequestBudget
-from tap_lofty.streams import CallsStream, LeadsStream
+from tap_lofty.streams import CallsStream, EmailsStream, LeadsStream, TextsStream
 
 LOGGER = logging.getLogger("tap_lofty")
 VERSION = version("tap-lofty")
@@ -93,6 +93,26 @@ class TapLofty(Tap):
             description=(
                 "Calls per request to GET /v1.0/communication/call (Lofty allows up to "
                 "1000; the tap needs 2 or more to page with an inclusive cursor)."
+            ),
+        ),
+        th.Property(
+            "texts_page_size",
+            th.IntegerType(minimum=2, maximum=1000),
+            default=1000,
+            title="Texts page size",
+            description=(
+                "Texts per request to GET /v1.0/communication/text (Lofty allows up to "
+                "1000; the tap needs 2 or more to page with an inclusive cursor)."
+            ),
+        ),
+        th.Property(
+            "emails_page_size",
+            th.IntegerType(minimum=2, maximum=1000),
+            default=1000,
+            title="Emails page size",
+            description=(
+                "Email events per request to GET /v1.0/communication/email (Lofty allows "
+                "up to 1000; the tap needs 2 or more to page with an inclusive cursor)."
             ),
         ),
         th.Property(
@@ -209,8 +229,8 @@ class TapLofty(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """Return the streams: ``leads`` and its child ``calls``."""
-        return [LeadsStream(self), CallsStream(self)]
+        """Return the streams: ``leads`` and its per-lead children."""
+        return [LeadsStream(self), CallsStream(self), TextsStream(self), EmailsStream(self)]
 
     @cached_property
     def client(self) -> LoftyClient:
