@@ -1027,7 +1027,10 @@ def feed_item(kind: str, row: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     time is its startTime, which for a back-dated logged call lies before its creation.
     """
     if kind == "CALL":
-        when = _parse_call_time(row["startTime"])
+        if row["startTime"] == row["createTime"]:
+            when = id_ms(row["id"]) // 1000 * 1000  # the same, without strptime
+        else:
+            when = _parse_call_time(row["startTime"])
         dialer = "dialerCallRecordId" in row
         # Logged = entered by hand (no dialer record); AUTO for a share of dialer calls (power
         # dialer), derived from the record id so it is stable.

@@ -126,16 +126,59 @@ class _Scroll:
     shuffle: bool = False  # leads_order was shuffled_per_page when the scroll started
 
 
-@dataclass(frozen=True, slots=True)
-class _FeedIndex:
-    """Every feed item, sorted by (communication time ms, id), in parallel lists."""
+#: One feed item: (communication time ms, id, kind, agentId, appended at, bytes, lead index).
+_FeedEntry = tuple[int, int, str, int, float, bytes, int]
 
-    version: int  # LoftySimulator._version it was built at
+
+@dataclass(slots=True)
+class _FeedIndex:
+    """Every feed item, sorted by (communication time ms, id), in parallel lists.
+
+    Built once, on the first feed request (it generates every row of every lead), then kept up
+    to date by the mutations (appends insert, deletions drop a lead's items) rather than rebuilt.
+    """
+
     keys: list[tuple[int, int]]
     kinds: list[str]
     agents: list[int]
     appended: list[float]  # time.time() of the append; 0.0 for generated items
     raw: list[bytes]
+    leads: list[int]  # lead index
+
+    @classmethod
+    def build(cls, entries: list[_FeedEntry]) -> _FeedIndex:
+        """Index these entries (in any order)."""
+        entries.sort(key=lambda e: (e[0], e[1]))
+        return cls(
+            keys=[(e[0], e[1]) for e in entries],
+            kinds=[e[2] for e in entries],
+            agents=[e[3] for e in entries],
+            appended=[e[4] for e in entries],
+            raw=[e[5] for e in entries],
+            leads=[e[6] for e in entries],
+        )
+
+    def add(self, entry: _FeedEntry) -> None:
+        """Insert one entry at its place."""
+        pos = bisect.bisect_right(self.keys, (entry[0], entry[1]))
+        self.keys.insert(pos, (entry[0], entry[1]))
+        self.kinds.insert(pos, entry[2])
+        self.agents.insert(pos, entry[3])
+        self.appended.insert(pos, entry[4])
+        self.raw.insert(pos, entry[5])
+        self.leads.insert(pos, entry[6])
+
+    def drop_lead(self, idx: int) -> None:
+        """Remove every item of one lead."""
+        keep = [i for i, lead in enumerate(self.leads) if lead != idx]
+        if len(keep) == len(self.leads):
+            return
+        self.keys = [self.keys[i] for i in keep]
+        self.kinds = [self.kinds[i] for i in keep]
+        self.agents = [self.agents[i] for i in keep]
+        self.appended = [self.appended[i] for i in keep]
+        self.raw = [self.raw[i] for i in keep]
+        self.leads = [self.leads[i] for i in keep]
 
     def scan(  # noqa: PLR0917 (one call site per argument shape; keywords add nothing)
         self,
@@ -585,6 +628,7 @@ class LoftySimulator:
                 backdated_per_lead=backdated_per_lead,
                 backdate_ms=round(backdate_days * DAY_MS),
             )
+            self._feed_added("CALL", calls)
             self._n_current += new_leads
             for idx in touched:
                 self._invalidate(idx)
@@ -605,6 +649,8 @@ class LoftySimulator:
             rows, touched = self._data.append_messages(
                 existing_leads, texts_per_lead, emails_per_lead
             )
+            self._feed_added("TEXT", rows["texts"])
+            self._feed_added("EMAIL", rows["emails"])
             for idx in touched:
                 self._invalidate(idx)
             self._version += 1
@@ -618,6 +664,7 @@ class LoftySimulator:
                 st.deleted = True
                 self._n_current -= 1
                 self._invalidate(st.idx)
+                self._feed_dropped(st.idx)
                 self._version += 1
 
     def delete_after_listing(self, lead_ids: set[int]) -> None:
@@ -630,7 +677,7 @@ class LoftySimulator:
             for st in states:
                 st.calls_gone = True
                 self._invalidate(st.idx)
-            self._version += 1
+                self._feed_dropped(st.idx)
 
     def _invalidate(self, idx: int) -> None:
         self._lead_cache.pop(idx, None)
@@ -997,7 +1044,7 @@ class LoftySimulator:
                 # "Deleted between the listing and the history fetch", and it stays that way.
                 st.calls_gone = True
                 self._invalidate(st.idx)
-                self._version += 1
+                self._feed_dropped(st.idx)
                 return _Answer(404, BODY_404_LEAD, fault_applied=True)
             ids, chunks = self._history_entry(st, channel)
         if cfg.calls_page_cap is not None:
@@ -1020,32 +1067,36 @@ class LoftySimulator:
 
     def _feed_index(self) -> _FeedIndex:
         """Return the feed's items of all leads, by (time, id). Call under the lock."""
-        if self._feed is not None and self._feed.version == self._version:
-            return self._feed
-        entries = []
-        appended_at = self._data.appended_at
-        for st in self._live():
-            if st.calls_gone:
-                continue
-            for kind, rows in (
-                ("CALL", self._data.calls(st)),
-                ("TEXT", self._data.texts(st)),
-                ("EMAIL", self._data.emails(st)),
-            ):
-                for row in rows:
-                    when, item = feed_item(kind, row)
-                    seen = appended_at.get(row["id"], 0.0)
-                    entries.append((when, row["id"], kind, row["agentId"], seen, dumps(item)))
-        entries.sort(key=lambda e: (e[0], e[1]))
-        self._feed = _FeedIndex(
-            version=self._version,
-            keys=[(e[0], e[1]) for e in entries],
-            kinds=[e[2] for e in entries],
-            agents=[e[3] for e in entries],
-            appended=[e[4] for e in entries],
-            raw=[e[5] for e in entries],
-        )
+        if self._feed is None:
+            entries = []
+            for st in self._live():
+                if st.calls_gone:
+                    continue
+                for kind, rows in (
+                    ("CALL", self._data.calls(st)),
+                    ("TEXT", self._data.texts(st)),
+                    ("EMAIL", self._data.emails(st)),
+                ):
+                    entries += [self._feed_entry(kind, row, st.idx) for row in rows]
+            self._feed = _FeedIndex.build(entries)
         return self._feed
+
+    def _feed_entry(self, kind: str, row: dict[str, Any], idx: int) -> _FeedEntry:
+        when, item = feed_item(kind, row)
+        seen = self._data.appended_at.get(row["id"], 0.0)
+        return (when, row["id"], kind, row["agentId"], seen, dumps(item), idx)
+
+    def _feed_added(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Keep a built feed index up to date with appended rows. Call under the lock."""
+        if self._feed is not None:
+            for row in rows:
+                idx = self._data.by_id[row["leadId"]].idx
+                self._feed.add(self._feed_entry(kind, row, idx))
+
+    def _feed_dropped(self, idx: int) -> None:
+        """Drop the feed items of a lead whose history is gone. Call under the lock."""
+        if self._feed is not None:
+            self._feed.drop_lead(idx)
 
     def _list_feed(self, cfg: SimConfig, query: dict[str, str]) -> _Answer:
         # The spec marks `type` optional with an undocumented default, describes ALL as "all

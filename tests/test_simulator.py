@@ -1081,6 +1081,22 @@ def test_feed_drops_leads_deleted_after_listing(make_sim):
     assert len(items) == len([i for i in before if i["leadId"] != gone])
 
 
+def test_feed_index_kept_up_to_date_equals_a_fresh_build(make_sim):
+    sim = make_sim(leads=40, seed=12)
+    feed_page(sim, teamView="true", **WINDOW)  # builds the index
+    sim.append_calls(existing_leads=4, new_leads=2, calls_per_lead=2, backdated_per_lead=1)
+    sim.append_messages(existing_leads=3, texts_per_lead=2, emails_per_lead=2)
+    ids = sim.lead_ids()
+    sim.delete_lead(ids[0])
+    sim.delete_after_listing({ids[1]})
+    sim.configure(faults_at={sim.request_count + 1: "lead_deleted"})
+    assert get(sim, "/v1.0/communication/email", {"leadId": ids[2]}).status_code == 404
+    kept = sim.feed_items()
+    sim._feed = None  # force a rebuild from the rows
+    assert sim.feed_items() == kept
+    assert not {ids[0], ids[1], ids[2]} & {i["leadId"] for i in kept}
+
+
 def test_cli_parses_the_new_switches():
     from lofty_sim.__main__ import build_parser
 
