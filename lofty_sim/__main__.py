@@ -13,7 +13,7 @@ import sys
 import threading
 from types import FrameType
 
-from lofty_sim.config import DEFAULT_FAULT_KINDS, LEADS_ORDERS, SimConfig
+from lofty_sim.config import DEFAULT_FAULT_KINDS, FEED_MODES, LEADS_ORDERS, SCOPES, SimConfig
 from lofty_sim.server import LoftySimulator
 
 
@@ -56,6 +56,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=d.live_shape_share,
         help="share of leads in the live-observed (not the spec's) shapes",
+    )
+    p.add_argument(
+        "--texts-per-lead", type=float, default=d.texts_per_lead_mean, help="mean texts per lead"
+    )
+    p.add_argument(
+        "--big-text-leads", type=int, default=d.big_text_leads, help="leads with 2,100..2,600 texts"
+    )
+    p.add_argument(
+        "--emails-per-lead",
+        type=float,
+        default=d.emails_per_lead_mean,
+        help="mean emails sent per lead (each 1-2 event rows)",
     )
     p.add_argument("--cursor-mode", choices=("exclusive", "inclusive"), default=d.cursor_mode)
     p.add_argument("--metadata-key", choices=("_metadata", "get_metadata"), default=d.metadata_key)
@@ -107,6 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--slow", type=float, default=d.slow_s, help="duration of the 'slow' fault, seconds"
     )
+    p.add_argument(
+        "--missing-scopes",
+        default="",
+        help=f"comma-separated endpoints the app is not granted (403 200100): {','.join(SCOPES)}",
+    )
+    p.add_argument(
+        "--feed-mode",
+        choices=FEED_MODES,
+        default=d.feed_mode,
+        help="/v2.0/communication/agent: available, or failing as Lofty can",
+    )
+    p.add_argument(
+        "--feed-delay",
+        type=float,
+        default=d.feed_delay_s,
+        help="seconds before an appended item shows in the feed",
+    )
     p.add_argument("--api-key", default=d.api_key)
     p.add_argument("--access-token", default=d.access_token)
     return p
@@ -122,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             calls_per_lead_mean=args.calls_per_lead,
             big_leads=args.big_leads,
             live_shape_share=args.live_shape_share,
+            texts_per_lead_mean=args.texts_per_lead,
+            emails_per_lead_mean=args.emails_per_lead,
+            big_text_leads=args.big_text_leads,
             cursor_mode=args.cursor_mode,
             metadata_key=args.metadata_key,
             leads_default_limit=args.leads_default_limit,
@@ -137,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             fault_rate=args.fault_rate,
             fault_kinds=tuple(k for k in args.fault_kinds.split(",") if k),
             slow_s=args.slow,
+            missing_scopes=tuple(k for k in args.missing_scopes.split(",") if k),
+            feed_mode=args.feed_mode,
+            feed_delay_s=args.feed_delay,
             api_key=args.api_key,
             access_token=args.access_token,
         )

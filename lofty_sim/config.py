@@ -32,8 +32,9 @@ class Fault(str, enum.Enum):
     DROP_CONNECTION = "drop_connection"
     #: Sleep ``SimConfig.slow_s`` before answering normally (longer than a client's timeout).
     SLOW = "slow"
-    #: On the call endpoint only: the lead is marked "deleted after listing" and answers 404
-    #: (20006) from then on. Other endpoints answer normally. Not in the default kinds.
+    #: On the per-lead history endpoints (call, text, email) only: the lead is marked "deleted
+    #: after listing" and its history answers 404 (20006) from then on. Other endpoints answer
+    #: normally. Not in the default kinds.
     LEAD_DELETED = "lead_deleted"
 
 
@@ -51,9 +52,24 @@ METADATA_KEYS = ("_metadata", "get_metadata")
 RESET_HEADER_FORMATS = ("epoch", "epoch_ms", "seconds")
 #: How ``GET /v1.0/leads`` orders its leads (see ``SimConfig.leads_order``).
 LEADS_ORDERS = ("as_asked", "newest_first", "shuffled_per_page", "ignore_sort_stable")
+#: How ``GET /v2.0/communication/agent`` answers (see ``SimConfig.feed_mode``).
+FEED_MODES = ("available", "no_team_permission", "no_scope", "absent")
+#: Endpoints that ``SimConfig.missing_scopes`` can withhold from the app (403 200100).
+SCOPES = ("leads", "calls", "texts", "emails")
 
 # Fields that shape the generated data set; changing them would need a new simulator.
-DATA_FIELDS = frozenset({"leads", "seed", "calls_per_lead_mean", "big_leads", "live_shape_share"})
+DATA_FIELDS = frozenset(
+    {
+        "leads",
+        "seed",
+        "calls_per_lead_mean",
+        "big_leads",
+        "live_shape_share",
+        "texts_per_lead_mean",
+        "emails_per_lead_mean",
+        "big_text_leads",
+    }
+)
 
 
 def _check_extra_fields(extra: Any) -> None:
@@ -68,7 +84,8 @@ class SimConfig:
     """All switches of the simulator.
 
     Data-shaping fields (``leads``, ``seed``, ``calls_per_lead_mean``, ``big_leads``,
-    ``live_shape_share``) are fixed
+    ``live_shape_share``, ``texts_per_lead_mean``, ``emails_per_lead_mean``, ``big_text_leads``)
+    are fixed
     once a :class:`~lofty_sim.LoftySimulator` is built; every other field can be changed while it
     runs with ``LoftySimulator.configure(**changes)`` (or ``POST /_sim/configure``).
     """
@@ -82,6 +99,12 @@ class SimConfig:
     #: ``privateFlag``, extra ``leadPropertyList[]`` fields, the full ``customRoleList``
     #: catalog, ``pondId`` 0, time frames ``0-3``/``N/A``, float/null bathrooms. 0 = spec only.
     live_shape_share: float = 0.3
+    #: Mean texts per lead (``/v1.0/communication/text``), and leads with 2,100..2,600 texts.
+    texts_per_lead_mean: float = 4.0
+    big_text_leads: int = 1
+    #: Mean emails sent per lead; each is one ``Sent`` row, often followed by an ``Opened`` or
+    #: ``Bounced`` row (``/v1.0/communication/email`` serves one row per email event).
+    emails_per_lead_mean: float = 3.0
     cursor_mode: str = "exclusive"
     metadata_key: str = "_metadata"
     leads_default_limit: int = 25
@@ -111,6 +134,17 @@ class SimConfig:
     api_key: str = "sim-api-key-7c2f9d41e8b05a63"
     access_token: str = "sim-access-token-3b8e61f0a9d24c57"
     no_calls_scope_token: str = "sim-noscope-token"
+    #: Endpoints the app is not granted, for every credential: 403 ``{"code": 200100, ...}``.
+    #: Any of ``leads``, ``calls``, ``texts``, ``emails`` (the feed: ``feed_mode="no_scope"``).
+    missing_scopes: tuple[str, ...] = ()
+    #: ``GET /v2.0/communication/agent``: ``available``; ``no_team_permission`` (the caller
+    #: lacks ACCESS_ALL_TEAM_LEADS: ``teamView=true`` answers 400); ``no_scope`` (the app is not
+    #: granted the endpoint: 403 200100); ``absent`` (an older deployment: 404).
+    feed_mode: str = "available"
+    #: Indexing delay of the feed: a call, text or email appended with ``append_calls`` /
+    #: ``append_messages`` shows in the feed only this many seconds after it was appended
+    #: (the per-lead endpoints serve it at once).
+    feed_delay_s: float = 0.0
 
     def __post_init__(self) -> None:
         """Validate and normalise (fault kinds to plain ``str``, ``faults_at`` keys to ``int``)."""
@@ -129,6 +163,7 @@ class SimConfig:
             raise ValueError(f"metadata_key must be one of {METADATA_KEYS}")
         if not 1 <= self.leads_default_limit <= 100:
             raise ValueError("leads_default_limit must be between 1 and 100")
+        self._check_feed()
         if self.leads_order not in LEADS_ORDERS:
             raise ValueError(f"leads_order must be one of {LEADS_ORDERS}")
         if self.calls_page_cap is not None and self.calls_page_cap < 1:
@@ -151,9 +186,25 @@ class SimConfig:
         # JSON bodies (POST /_sim/configure) carry object keys as strings.
         self.faults_at = {int(n): Fault(k).value for n, k in self.faults_at.items()}
 
+    def _check_feed(self) -> None:
+        """Validate the text/email/feed switches (and normalise ``missing_scopes`` to a tuple)."""
+        if min(self.texts_per_lead_mean, self.emails_per_lead_mean, self.big_text_leads) < 0:
+            raise ValueError("texts_per_lead_mean, emails_per_lead_mean, big_text_leads >= 0")
+        if isinstance(self.missing_scopes, str):
+            raise ValueError("missing_scopes must be a list of endpoint names")
+        self.missing_scopes = tuple(self.missing_scopes)
+        unknown = set(self.missing_scopes) - set(SCOPES)
+        if unknown:
+            raise ValueError(f"missing_scopes: unknown {sorted(unknown)}; known: {SCOPES}")
+        if self.feed_mode not in FEED_MODES:
+            raise ValueError(f"feed_mode must be one of {FEED_MODES}")
+        if self.feed_delay_s < 0:
+            raise ValueError("feed_delay_s must be >= 0")
+
     def to_json(self) -> dict[str, Any]:
         """Return the configuration as a JSON-serialisable dict."""
         out = dataclasses.asdict(self)
         out["fault_kinds"] = list(self.fault_kinds)
+        out["missing_scopes"] = list(self.missing_scopes)
         out["faults_at"] = {str(n): k for n, k in self.faults_at.items()}
         return out

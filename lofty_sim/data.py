@@ -6,6 +6,10 @@ lead objects and call lists are built on demand from a per-lead RNG seeded with 
 index)``, so 100,000 leads / 1,000,000 calls start quickly and the same seed always yields the
 same bytes.
 
+Texts and emails (one row per email event: Sent, Opened, Bounced) are drawn the same way, from
+their own per-lead streams; their milliseconds avoid those of the lead's calls, so ids stay unique
+and ascend with creation time across all three channels.
+
 Ids imitate Lofty's time-ordered 64-bit ids:
 ``((ms - 2015-01-01) << 22) | (lead index & 0x3FFFFF)``.
 Within one lead every call gets a distinct millisecond, and two leads never share the low bits, so
@@ -16,13 +20,14 @@ conversion downstream produces a visibly wrong id.
 
 from __future__ import annotations
 
+import calendar
 import json
 import math
 import random
 import time
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 EPOCH_2015_MS = 1_420_070_400_000  # 2015-01-01T00:00:00Z
 #: Fixed "now" of the generated data (2026-11-01T00:00:00Z): fixed, not the wall clock, so that
@@ -35,6 +40,8 @@ LOW_BITS = 22
 LOW_MASK = (1 << LOW_BITS) - 1
 MAX_REGULAR_CALLS = 400  # only "big" leads go beyond this
 BIG_LEAD_CALLS = (2600, 3200)
+MAX_REGULAR_MESSAGES = 300  # texts or emails of a lead that is not "big"
+BIG_LEAD_TEXTS = (2100, 2600)
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 
@@ -57,6 +64,11 @@ def id_ms(an_id: int) -> int:
 def call_time(ms: int) -> str:
     """Format as the call endpoint does: ``yyyy-MM-dd HH:mm:ss`` in UTC."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms // 1000))
+
+
+def epoch_ms_text(ms: int) -> str:
+    """Epoch milliseconds as a string: the other format some text/email times come in."""
+    return str(ms)
 
 
 def lead_time(ms: int) -> str:
@@ -117,6 +129,8 @@ AGENTS = tuple(
         ]
     )
 )
+#: The user the simulator's credentials belong to ("the caller" of the communications feed).
+CALLER_AGENT_ID = AGENTS[0][0]
 TEAM_ID = 512_300_000_000_017
 TEAM_MAIN_LINE = "+18885550100"
 LENDER_USER_ID = 818_212_349_999_001
@@ -189,6 +203,31 @@ CALL_NOTES = (
     "",
 )
 YES_NO = ("Yes", "No")
+TEXT_CONTENTS = (
+    "Hi {first}, this is {agent} — are you still looking in {city}?",
+    "Thanks! See you Saturday at 2pm 🏡",
+    "¿Podemos hablar mañana? Gracias",
+    "明天下午可以看房吗？",  # noqa: RUF001 (the full-width mark is what Chinese text uses)
+    "Can you send me the listing for 123 Oak Ave?",
+    "STOP",
+    "Ok 👍",
+    "Price dropped to $615k — want to see it?\nReply YES for details",
+    "Chào anh, căn nhà này còn không?",
+    "Je suis disponible jeudi après 17h.",
+    "",
+)
+TEXT_OUTBOUND_OUTCOMES = (("Delivered", 82), ("Sent", 8), ("Undelivered", 6), ("Failed", 4))
+EMAIL_SUBJECTS = (
+    "New listings matching your search",
+    "Re: 3BR in {city}",
+    "Your home value report for {city} 🏠",
+    "Open house this weekend — Sunday 1\u20134pm",  # an en dash
+    "Préstamo pre-aprobado: próximos pasos",
+    "Following up on our call",
+    "物业信息",
+    "Market update: {city}",
+    "",
+)
 
 # Live-observed shapes (api-notes §16) that the spec does not describe.
 #: Time-frame values seen live besides the documented ones.
@@ -249,8 +288,12 @@ class LeadState:
     last_visit_ms: int  # -1: never visited the site
     last_call_ms: int = -1  # time of the latest call, appended ones included; -1: no calls
     appended: list[dict[str, Any]] = field(default_factory=list)
-    deleted: bool = False  # gone from the listing and from the call endpoint
-    calls_gone: bool = False  # still listed, but the call endpoint answers 404
+    appended_texts: list[dict[str, Any]] = field(default_factory=list)
+    appended_emails: list[dict[str, Any]] = field(default_factory=list)
+    deleted: bool = False  # gone from the listing and from the history endpoints
+    calls_gone: bool = False  # still listed, but the history endpoints answer 404
+    n_texts_base: int = -1  # drawn on first use; -1: not drawn yet
+    n_emails_base: int = -1  # emails sent (each has 1 or 2 event rows); -1: not drawn yet
 
     def __post_init__(self) -> None:
         self.last_call_ms = self.base_last_call_ms
@@ -287,10 +330,22 @@ class Dataset:
         big_leads: int,
         *,
         live_shape_share: float = 0.0,
+        texts_per_lead_mean: float = 0.0,
+        emails_per_lead_mean: float = 0.0,
+        big_text_leads: int = 0,
     ) -> None:
         """Draw the compact lead records (fast: a few random numbers per lead)."""
         self.seed = seed
         self.live_shape_share = live_shape_share
+        self.texts_per_lead_mean = texts_per_lead_mean
+        self.emails_per_lead_mean = emails_per_lead_mean
+        # Own stream: the lead records below stay what they were before texts existed.
+        self.big_text = set(
+            random.Random(f"bigtexts:{seed}").sample(range(leads), min(big_text_leads, leads))
+        )
+        #: time.time() at which appended rows (any channel) were added, by id: the feed's
+        #: indexing delay counts from here. Generated rows are not in it (indexed long ago).
+        self.appended_at: dict[int, float] = {}
         rng = random.Random(seed)
         # rng.random() arithmetic instead of randrange(): ~5x faster, and 100,000 leads must start
         # in well under a second.
@@ -328,6 +383,7 @@ class Dataset:
                 LeadState(idx, snowflake(create_ms, idx), create_ms, n, last_call, visit)
             )
         self.by_id: dict[int, LeadState] = {s.lead_id: s for s in self.leads}
+        self.n_generated = len(self.leads)
         # Monotonic clock for appended data; starts at the end of the generated data.
         self.clock_ms = DATA_NOW_MS
         self.append_batches = 0
@@ -595,14 +651,24 @@ class Dataset:
     # ---------------------------------------------------------------- calls
 
     def make_call(
-        self, rng: random.Random, st: LeadState, core: LeadCore, ms: int
+        self,
+        rng: random.Random,
+        st: LeadState,
+        core: LeadCore,
+        ms: int,
+        *,
+        logged_at_ms: int | None = None,
     ) -> dict[str, Any]:
-        """Build one wire-format call of lead ``st`` created at ``ms``."""
+        """Build one wire-format call of lead ``st`` created at ``ms``.
+
+        ``logged_at_ms``: make it a manually logged call that took place at that (earlier) time,
+        as an agent logging a call after the fact does; the id and createTime stay ``ms``.
+        """
         agent_idx = core.agent if rng.random() < 0.8 else rng.randrange(len(AGENTS))
         agent_id, _, _, agent_phone = AGENTS[agent_idx]
         lead_phone = f"+1{rng.choice(core.phones)}" if core.phones else ""
         direction = "Outbound" if rng.random() < 0.72 else "Inbound"
-        manual = rng.random() < 0.15
+        manual = rng.random() < 0.15 or logged_at_ms is not None
         note: str | None = (
             rng.choice(CALL_NOTES) if rng.random() < (0.8 if manual else 0.6) else None
         )
@@ -611,7 +677,8 @@ class Dataset:
             # Manually logged call: no dialer record, so the dialer-only fields are absent.
             outcome = _weighted(rng, MANUAL_OUTCOMES)
             duration = rng.randint(60, 1200) if outcome == "Talked" else 0
-            end_ms = ms + duration * 1000
+            at_ms = ms if logged_at_ms is None else logged_at_ms
+            end_ms = at_ms + duration * 1000
             return {
                 "id": call_id,
                 "userId": agent_id,
@@ -619,13 +686,13 @@ class Dataset:
                 "leadId": st.lead_id,
                 "leadPhoneNumber": lead_phone,
                 "direction": direction,
-                "startTime": call_time(ms),
+                "startTime": call_time(at_ms),
                 "endTime": call_time(end_ms),
                 "duration": duration,
                 "callingOutcome": outcome,
                 "rateScore": rng.randint(0, 5) if outcome == "Talked" else 0,
                 "createTime": call_time(ms),
-                "updateTime": call_time(end_ms),
+                "updateTime": call_time(max(ms, end_ms)),
                 "note": note,
                 "agentId": agent_id,
             }
@@ -676,11 +743,11 @@ class Dataset:
             "elapsedTime": _mmss(ring),
         }
 
-    def base_calls(self, st: LeadState) -> list[dict[str, Any]]:
-        """Generate the seed-derived calls of a lead, ascending id."""
-        if st.n_base == 0:
-            return []
+    def _base_call_times(self, st: LeadState) -> tuple[random.Random, list[int]]:
+        """Return the stream and the milliseconds of a lead's generated calls, ascending."""
         rng = random.Random(f"calls:{self.seed}:{st.idx}")
+        if st.n_base == 0:
+            return rng, []
         lo, hi = st.create_ms + 60_000, st.base_last_call_ms
         times = sorted(rng.randrange(lo, hi) for _ in range(st.n_base - 1))
         # Distinct milliseconds within a lead keep ids unique (the low bits are the lead index):
@@ -692,6 +759,13 @@ class Dataset:
             limit = hi - 1 if i == len(times) - 1 else times[i + 1] - 1
             times[i] = min(times[i], limit)
         times.append(hi)  # the last call is exactly base_last_call_ms, which the LastCall sort uses
+        return rng, times
+
+    def base_calls(self, st: LeadState) -> list[dict[str, Any]]:
+        """Generate the seed-derived calls of a lead, ascending id."""
+        rng, times = self._base_call_times(st)
+        if not times:
+            return []
         core = self.core(st)
         return [self.make_call(rng, st, core, ms) for ms in times]
 
@@ -699,6 +773,160 @@ class Dataset:
         """All calls of a lead (generated plus appended), ascending id."""
         # Copies of the appended calls, so callers cannot edit the stored ground truth.
         return self.base_calls(st) + [dict(c) for c in st.appended]
+
+    # ---------------------------------------------------------------- texts and emails
+
+    def _count(self, kind: str, st: LeadState, mean: float) -> int:
+        """Draw how many texts / emails a generated lead has (1 + geometric tail, or 0)."""
+        if kind == "texts" and st.idx in self.big_text:
+            return random.Random(f"ntexts:{self.seed}:{st.idx}").randint(*BIG_LEAD_TEXTS)
+        if mean <= 0 or st.idx >= self.n_generated:  # appended leads start without any
+            return 0
+        rng = random.Random(f"n{kind}:{self.seed}:{st.idx}")
+        if rng.random() < max(0.2, 1.0 - mean):
+            return 0
+        tail_mean = mean / 0.8 - 1
+        if tail_mean <= 0:
+            return 1
+        return min(MAX_REGULAR_MESSAGES, 1 + int(rng.expovariate(math.log(1 + 1 / tail_mean))))
+
+    def n_texts(self, st: LeadState) -> int:
+        """Return the number of texts of a lead (generated plus appended)."""
+        if st.n_texts_base < 0:
+            st.n_texts_base = self._count("texts", st, self.texts_per_lead_mean)
+        return st.n_texts_base + len(st.appended_texts)
+
+    def _n_emails_base(self, st: LeadState) -> int:
+        if st.n_emails_base < 0:
+            st.n_emails_base = self._count("emails", st, self.emails_per_lead_mean)
+        return st.n_emails_base
+
+    def _spread(self, rng: random.Random, st: LeadState, n: int, used: set[int]) -> list[int]:
+        """``n`` distinct milliseconds in the lead's life, none of them in ``used`` (updated)."""
+        lo, hi = st.create_ms + 60_000, DATA_NOW_MS - 3_600_000
+        out = []
+        for drawn in sorted(rng.randrange(lo, max(lo + 1, hi)) for _ in range(n)):
+            ms = drawn
+            while ms in used:
+                ms += 1  # at most a few ms past hi: still before DATA_NOW_MS
+            used.add(ms)
+            out.append(ms)
+        out.sort()
+        return out
+
+    def _used_ms(self, st: LeadState) -> set[int]:
+        return set(self._base_call_times(st)[1])
+
+    def make_text(
+        self, rng: random.Random, st: LeadState, core: LeadCore, ms: int
+    ) -> dict[str, Any]:
+        """Build one wire-format text of lead ``st`` sent or received at ``ms``."""
+        agent_idx = core.agent if rng.random() < 0.85 else rng.randrange(len(AGENTS))
+        agent_id, agent_first, _, _ = AGENTS[agent_idx]
+        direction = "Outbound" if rng.random() < 0.65 else "Inbound"
+        auto = direction == "Outbound" and rng.random() < 0.35
+        outcome = _weighted(rng, TEXT_OUTBOUND_OUTCOMES) if direction == "Outbound" else "Received"
+        content: str | None = rng.choice(TEXT_CONTENTS).format(
+            first=core.first_name, agent=agent_first, city=rng.choice(PLACES)[0]
+        )
+        if rng.random() < 0.05:
+            content = None  # e.g. a picture-only message
+        # textTime's format is undocumented: mostly like call times, some as epoch ms.
+        when = epoch_ms_text(ms) if rng.random() < 0.1 else call_time(ms)
+        return {
+            "id": snowflake(ms, st.idx),
+            "leadId": st.lead_id,
+            "direction": direction,
+            "agentId": agent_id,
+            "textOutcome": outcome,
+            "textTime": when,
+            "textType": "Auto" if auto else "Manual",
+            "textContent": content,
+        }
+
+    def base_texts(self, st: LeadState) -> list[dict[str, Any]]:
+        """Generate the seed-derived texts of a lead, ascending id."""
+        n = self.n_texts(st) - len(st.appended_texts)
+        if n == 0:
+            return []
+        rng = random.Random(f"texts:{self.seed}:{st.idx}")
+        times = self._spread(rng, st, n, self._used_ms(st))
+        core = self.core(st)
+        return [self.make_text(rng, st, core, ms) for ms in times]
+
+    def texts(self, st: LeadState) -> list[dict[str, Any]]:
+        """All texts of a lead (generated plus appended), ascending id."""
+        return self.base_texts(st) + [dict(t) for t in st.appended_texts]
+
+    def make_email_events(
+        self,
+        rng: random.Random,
+        st: LeadState,
+        core: LeadCore,
+        sent_ms: int,
+        later_ms: int | None,
+    ) -> list[dict[str, Any]]:
+        """Build the event rows of one email: Sent at ``sent_ms``, maybe a follow-up later.
+
+        The follow-up (Opened or Bounced, drawn) is at ``later_ms``; None: no follow-up.
+        """
+        agent_idx = core.agent if rng.random() < 0.85 else rng.randrange(len(AGENTS))
+        agent_id = AGENTS[agent_idx][0]
+        direction = "Outbound" if rng.random() < 0.85 else "Inbound"
+        auto = direction == "Outbound" and rng.random() < 0.5
+        subject: str | None = rng.choice(EMAIL_SUBJECTS).format(city=rng.choice(PLACES)[0])
+        if rng.random() < 0.05:
+            subject = None
+        from_pond = rng.random() < 0.05
+        epoch_format = rng.random() < 0.1  # emailEventTime's format is undocumented too
+        follow = _weighted(rng, (("Opened", 45), ("Bounced", 7), ("", 48)))
+        events = [("Sent", sent_ms)]
+        if direction == "Outbound" and follow and later_ms is not None:
+            events.append((follow, later_ms))
+        return [
+            {
+                "id": snowflake(ms, st.idx),
+                "leadId": st.lead_id,
+                "direction": direction,
+                "agentId": agent_id,
+                "eventType": event,
+                "emailEventTime": epoch_ms_text(ms) if epoch_format else call_time(ms),
+                "emailType": "Auto" if auto else "Manual",
+                "emailSubject": subject,
+                "fromPond": from_pond,
+            }
+            for event, ms in events
+        ]
+
+    def base_emails(self, st: LeadState) -> list[dict[str, Any]]:
+        """Generate the seed-derived email events of a lead, ascending id."""
+        n = self._n_emails_base(st)
+        if n == 0:
+            return []
+        rng = random.Random(f"emails:{self.seed}:{st.idx}")
+        used = self._used_ms(st)
+        if self.n_texts(st) - len(st.appended_texts):
+            used |= {id_ms(t["id"]) for t in self.base_texts(st)}
+        core = self.core(st)
+        rows: list[dict[str, Any]] = []
+        for sent in self._spread(rng, st, n, used):
+            # The follow-up event (opened / bounced) comes 1 s .. 3 days later, before the end.
+            later = min(sent + rng.randrange(1_000, 3 * DAY_MS), DATA_NOW_MS - 3_600_000)
+            while later in used:
+                later += 1
+            if later > sent:
+                used.add(later)
+            rows += self.make_email_events(rng, st, core, sent, later if later > sent else None)
+        rows.sort(key=lambda r: cast(int, r["id"]))
+        return rows
+
+    def emails(self, st: LeadState) -> list[dict[str, Any]]:
+        """All email events of a lead (generated plus appended), ascending id."""
+        return self.base_emails(st) + [dict(e) for e in st.appended_emails]
+
+    def n_emails(self, st: LeadState) -> int:
+        """Return the number of email event rows of a lead (builds them)."""
+        return len(self.emails(st))
 
     # ---------------------------------------------------------------- mutation
 
@@ -717,9 +945,19 @@ class Dataset:
         return st
 
     def append_calls(
-        self, existing_leads: int, new_leads: int, calls_per_lead: int
+        self,
+        existing_leads: int,
+        new_leads: int,
+        calls_per_lead: int,
+        *,
+        backdated_per_lead: int = 0,
+        backdate_ms: int = 3 * DAY_MS,
     ) -> tuple[list[dict[str, Any]], set[int]]:
-        """Add calls to random existing leads and to new leads; return (new calls, touched idxs)."""
+        """Add calls to random existing leads and to new leads; return (new calls, touched idxs).
+
+        The first ``backdated_per_lead`` calls of each lead are manually logged calls whose
+        startTime is ``backdate_ms`` before their creation (their id and createTime are now).
+        """
         rng = random.Random(f"append:{self.seed}:{self.append_batches}")
         self.append_batches += 1
         eligible = [s for s in self.leads if not s.deleted and not s.calls_gone]
@@ -727,11 +965,120 @@ class Dataset:
         targets.sort(key=lambda s: s.idx)
         targets += [self.add_lead() for _ in range(new_leads)]
         new_calls: list[dict[str, Any]] = []
+        now = time.time()
         for st in targets:
             core = self.core(st)
-            for _ in range(calls_per_lead):
-                call = self.make_call(rng, st, core, self.tick())
+            for k in range(calls_per_lead):
+                ms = self.tick()
+                logged_at = ms - backdate_ms if k < backdated_per_lead else None
+                call = self.make_call(rng, st, core, ms, logged_at_ms=logged_at)
                 st.appended.append(call)
                 st.last_call_ms = id_ms(call["id"])
+                self.appended_at[call["id"]] = now
                 new_calls.append(dict(call))
         return new_calls, {s.idx for s in targets}
+
+    def append_messages(
+        self, existing_leads: int, texts_per_lead: int, emails_per_lead: int
+    ) -> tuple[dict[str, list[dict[str, Any]]], set[int]]:
+        """Add texts and emails (Sent events) to random existing leads; return them by kind."""
+        rng = random.Random(f"append-messages:{self.seed}:{self.append_batches}")
+        self.append_batches += 1
+        eligible = [s for s in self.leads if not s.deleted and not s.calls_gone]
+        targets = sorted(
+            rng.sample(eligible, min(existing_leads, len(eligible))), key=lambda s: s.idx
+        )
+        out: dict[str, list[dict[str, Any]]] = {"texts": [], "emails": []}
+        now = time.time()
+        for st in targets:
+            core = self.core(st)
+            self.n_texts(st)  # draw the generated counts before anything is appended
+            self._n_emails_base(st)
+            for _ in range(texts_per_lead):
+                text = self.make_text(rng, st, core, self.tick())
+                st.appended_texts.append(text)
+                self.appended_at[text["id"]] = now
+                out["texts"].append(dict(text))
+            for _ in range(emails_per_lead):
+                for event in self.make_email_events(rng, st, core, self.tick(), None):
+                    st.appended_emails.append(event)
+                    self.appended_at[event["id"]] = now
+                    out["emails"].append(dict(event))
+        return out, {s.idx for s in targets}
+
+
+# --------------------------------------------------------------------------------------------
+# The team communications feed (GET /v2.0/communication/agent): one item per call, text or
+# email event, derived from the rows the per-lead endpoints serve.
+
+
+def _parse_call_time(text: str) -> int:
+    """``yyyy-MM-dd HH:mm:ss`` (UTC) or epoch-ms text to epoch milliseconds."""
+    if text.isdigit():
+        return int(text)
+    return calendar.timegm(time.strptime(text, "%Y-%m-%d %H:%M:%S")) * 1000
+
+
+def feed_item(kind: str, row: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Return (communication time in ms, feed item) for a call, text or email row.
+
+    The item's time is second-precision ``yyyy-MM-dd HH:mm:ss`` UTC (the format is
+    undocumented; this is the call endpoints'), and the window filters on it as served. A call's
+    time is its startTime, which for a back-dated logged call lies before its creation.
+    """
+    if kind == "CALL":
+        if row["startTime"] == row["createTime"]:
+            when = id_ms(row["id"]) // 1000 * 1000  # the same, without strptime
+        else:
+            when = _parse_call_time(row["startTime"])
+        dialer = "dialerCallRecordId" in row
+        # Logged = entered by hand (no dialer record); AUTO for a share of dialer calls (power
+        # dialer), derived from the record id so it is stable.
+        if not dialer:
+            ctype = "LOGGED"
+        else:
+            ctype = "AUTO" if row["dialerCallRecordId"] % 10 == 0 else "MANUAL"
+        item = {
+            "id": row["id"],
+            "leadId": row["leadId"],
+            "agentId": row["agentId"],
+            "direction": row["direction"],
+            "callOutcome": row["callingOutcome"],
+            "callDuration": str(row["duration"]),  # unit undocumented: seconds, as a string
+            "status": row.get("status"),  # null for a logged call (no dialer status)
+            "communicationTime": call_time(when),
+            "communicationType": ctype,
+            "eventType": "Call",
+            "fromPond": False,
+        }
+    elif kind == "TEXT":
+        when = id_ms(row["id"]) // 1000 * 1000
+        item = {
+            "id": row["id"],
+            "leadId": row["leadId"],
+            "agentId": row["agentId"],
+            "direction": row["direction"],
+            "callOutcome": None,
+            "callDuration": None,
+            "status": row["textOutcome"],
+            "communicationTime": call_time(when),
+            "communicationType": row["textType"].upper(),
+            "eventType": "Text",
+            "fromPond": False,
+        }
+    else:
+        when = id_ms(row["id"]) // 1000 * 1000
+        item = {
+            "id": row["id"],
+            "leadId": row["leadId"],
+            "agentId": row["agentId"],
+            "direction": row["direction"],
+            "callOutcome": None,
+            "callDuration": None,
+            "status": row["eventType"],
+            "communicationTime": call_time(when),
+            "communicationType": row["emailType"].upper(),
+            "eventType": f"{row['eventType']} Email",
+            "fromPond": row["fromPond"],
+        }
+    return when, item

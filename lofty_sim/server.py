@@ -26,10 +26,19 @@ from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from lofty_sim.config import DATA_FIELDS, Fault, SimConfig
-from lofty_sim.data import Dataset, LeadState, dumps
+from lofty_sim.data import CALLER_AGENT_ID, DAY_MS, Dataset, LeadState, dumps, feed_item
 
 LEADS_PATH = "/v1.0/leads"
 CALLS_PATH = "/v1.0/communication/call"
+TEXTS_PATH = "/v1.0/communication/text"
+EMAILS_PATH = "/v1.0/communication/email"
+FEED_PATH = "/v2.0/communication/agent"
+#: The per-lead history endpoints, by the key of their list (and the channel's name).
+HISTORY_PATHS = {CALLS_PATH: "calls", TEXTS_PATH: "texts", EMAILS_PATH: "emails"}
+#: The scope (``SimConfig.missing_scopes`` name) of each API path.
+SCOPE_OF = {LEADS_PATH: "leads", **HISTORY_PATHS, FEED_PATH: "feed"}
+FEED_KINDS = ("CALL", "TEXT", "EMAIL", "ALL")
+FEED_MAX_WINDOW_MS = 90 * 86_400_000
 JSON_TYPE = "application/json;charset=UTF-8"
 HTML_TYPE = "text/html"
 INT64_MAX = 2**63 - 1
@@ -115,6 +124,89 @@ class _Scroll:
     limit: int
     issued: float  # time.monotonic() at issue; the TTL counts from here
     shuffle: bool = False  # leads_order was shuffled_per_page when the scroll started
+
+
+#: One feed item: (communication time ms, id, kind, agentId, appended at, bytes, lead index).
+_FeedEntry = tuple[int, int, str, int, float, bytes, int]
+
+
+@dataclass(slots=True)
+class _FeedIndex:
+    """Every feed item, sorted by (communication time ms, id), in parallel lists.
+
+    Built once, on the first feed request (it generates every row of every lead), then kept up
+    to date by the mutations (appends insert, deletions drop a lead's items) rather than rebuilt.
+    """
+
+    keys: list[tuple[int, int]]
+    kinds: list[str]
+    agents: list[int]
+    appended: list[float]  # time.time() of the append; 0.0 for generated items
+    raw: list[bytes]
+    leads: list[int]  # lead index
+
+    @classmethod
+    def build(cls, entries: list[_FeedEntry]) -> _FeedIndex:
+        """Index these entries (in any order)."""
+        entries.sort(key=lambda e: (e[0], e[1]))
+        return cls(
+            keys=[(e[0], e[1]) for e in entries],
+            kinds=[e[2] for e in entries],
+            agents=[e[3] for e in entries],
+            appended=[e[4] for e in entries],
+            raw=[e[5] for e in entries],
+            leads=[e[6] for e in entries],
+        )
+
+    def add(self, entry: _FeedEntry) -> None:
+        """Insert one entry at its place."""
+        pos = bisect.bisect_right(self.keys, (entry[0], entry[1]))
+        self.keys.insert(pos, (entry[0], entry[1]))
+        self.kinds.insert(pos, entry[2])
+        self.agents.insert(pos, entry[3])
+        self.appended.insert(pos, entry[4])
+        self.raw.insert(pos, entry[5])
+        self.leads.insert(pos, entry[6])
+
+    def drop_lead(self, idx: int) -> None:
+        """Remove every item of one lead."""
+        keep = [i for i, lead in enumerate(self.leads) if lead != idx]
+        if len(keep) == len(self.leads):
+            return
+        self.keys = [self.keys[i] for i in keep]
+        self.kinds = [self.kinds[i] for i in keep]
+        self.agents = [self.agents[i] for i in keep]
+        self.appended = [self.appended[i] for i in keep]
+        self.raw = [self.raw[i] for i in keep]
+        self.leads = [self.leads[i] for i in keep]
+
+    def scan(  # noqa: PLR0917 (one call site per argument shape; keywords add nothing)
+        self,
+        kind: str,
+        team_view: bool,
+        start: int,
+        end: int,
+        after: tuple[int, int] | None,
+        visible_before: float,
+        limit: int | None = None,
+    ) -> list[int]:
+        """Positions of the matching items in [start, end] (inclusive), after ``after``."""
+        lo = bisect.bisect_left(self.keys, (start, -1))
+        if after is not None:
+            lo = max(lo, bisect.bisect_right(self.keys, after))
+        hi = bisect.bisect_right(self.keys, (end, 2**64))
+        out = []
+        for i in range(lo, hi):
+            if kind != "ALL" and self.kinds[i] != kind:
+                continue
+            if not team_view and self.agents[i] != CALLER_AGENT_ID:
+                continue
+            if self.appended[i] > visible_before:
+                continue  # not indexed yet (feed_delay_s)
+            out.append(i)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,12 +376,19 @@ class LoftySimulator:
             cfg.calls_per_lead_mean,
             cfg.big_leads,
             live_shape_share=cfg.live_shape_share,
+            texts_per_lead_mean=cfg.texts_per_lead_mean,
+            emails_per_lead_mean=cfg.emails_per_lead_mean,
+            big_text_leads=cfg.big_text_leads,
         )
         self._n_current = len(self._data.leads)
         self._version = 0  # bumped by every data mutation; invalidates cached orderings
         self._lead_cache: OrderedDict[int, bytes] = OrderedDict()
-        self._call_cache: OrderedDict[int, tuple[list[int], list[bytes]]] = OrderedDict()
+        # Serialized history rows by (channel, lead index); the bound counts rows of all channels.
+        self._call_cache: OrderedDict[tuple[str, int], tuple[list[int], list[bytes]]] = (
+            OrderedDict()
+        )
         self._cached_calls = 0
+        self._feed: _FeedIndex | None = None
         self._orders: dict[tuple[str, bool], tuple[int, tuple[int, ...]]] = {}
         self._scrolls: dict[str, _Scroll] = {}
         self._scrolls_issued = 0
@@ -427,10 +526,83 @@ class LoftySimulator:
         with self._lock:
             return sum(s.n_calls for s in self._live() if not s.calls_gone)
 
+    def _rows(self, channel: str, st: LeadState) -> list[dict[str, Any]]:
+        if channel == "calls":
+            return self._data.calls(st)
+        if channel == "texts":
+            return self._data.texts(st)
+        return self._data.emails(st)
+
+    def texts(self, lead_id: int) -> list[dict[str, Any]]:
+        """Return a lead's texts as served, ascending id (``[]``/``KeyError`` as :meth:`calls`)."""
+        with self._lock:
+            st = self._data.by_id[lead_id]
+            return [] if st.deleted or st.calls_gone else self._data.texts(st)
+
+    def emails(self, lead_id: int) -> list[dict[str, Any]]:
+        """Return a lead's email events as served, ascending id (as :meth:`calls`)."""
+        with self._lock:
+            st = self._data.by_id[lead_id]
+            return [] if st.deleted or st.calls_gone else self._data.emails(st)
+
+    def all_texts(self) -> list[dict[str, Any]]:
+        """Return every text the API serves, ascending id."""
+        return self._all("texts")
+
+    def all_emails(self) -> list[dict[str, Any]]:
+        """Return every email event the API serves, ascending id."""
+        return self._all("emails")
+
+    def _all(self, channel: str) -> list[dict[str, Any]]:
+        with self._lock:
+            out = [r for s in self._live() if not s.calls_gone for r in self._rows(channel, s)]
+        out.sort(key=lambda r: cast(int, r["id"]))
+        return out
+
+    def total_texts(self) -> int:
+        """``len(all_texts())`` (draws the counts, builds no text)."""
+        with self._lock:
+            return sum(self._data.n_texts(s) for s in self._live() if not s.calls_gone)
+
+    @property
+    def caller_agent_id(self) -> int:
+        """The agent (userId) the credentials belong to: the feed's "caller"."""
+        return CALLER_AGENT_ID
+
+    def feed_items(
+        self,
+        kind: str = "ALL",
+        *,
+        team_view: bool = True,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Return what ``/v2.0/communication/agent`` would serve now, all pages, in order.
+
+        ``kind`` CALL, TEXT, EMAIL or ALL; ``team_view=False``: the caller's items only; the
+        window bounds are inclusive (None: unbounded, not limited to 90 days); items still
+        within ``feed_delay_s`` of being appended are left out, as the endpoint does.
+        """
+        if kind not in FEED_KINDS:
+            raise ValueError(f"kind must be one of {FEED_KINDS}")
+        with self._lock:
+            index = self._feed_index()
+            lo = -(2**63) if start_ms is None else start_ms
+            hi = INT64_MAX if end_ms is None else end_ms
+            matching = index.scan(
+                kind, team_view, lo, hi, None, time.time() - self._config.feed_delay_s
+            )
+            return [json.loads(index.raw[i]) for i in matching]
+
     # ------------------------------------------------------------------ mutation
 
     def append_calls(
-        self, existing_leads: int = 10, new_leads: int = 2, calls_per_lead: int = 3
+        self,
+        existing_leads: int = 10,
+        new_leads: int = 2,
+        calls_per_lead: int = 3,
+        backdated_per_lead: int = 0,
+        backdate_days: float = 3.0,
     ) -> list[dict[str, Any]]:
         """Add calls, as new activity between two syncs would.
 
@@ -438,16 +610,51 @@ class LoftySimulator:
         leads and to each of ``new_leads`` brand-new leads (higher leadIds, listed from now on).
         New calls get createTime = now (clamped to be after all existing data), so their ids are
         higher than every existing id. Returns the new calls, ascending id.
+
+        ``backdated_per_lead``: that many of each lead's new calls are manually logged calls
+        whose startTime (the feed's communicationTime) is ``backdate_days`` before their
+        creation, as when an agent logs a call days later: a feed window over the recent past
+        misses them, the per-lead endpoint serves them with the newest ids.
         """
-        if min(existing_leads, new_leads, calls_per_lead) < 0:
+        if min(existing_leads, new_leads, calls_per_lead, backdated_per_lead) < 0:
             raise ValueError("arguments must be >= 0")
+        if backdate_days < 0:
+            raise ValueError("backdate_days must be >= 0")
         with self._lock:
-            calls, touched = self._data.append_calls(existing_leads, new_leads, calls_per_lead)
+            calls, touched = self._data.append_calls(
+                existing_leads,
+                new_leads,
+                calls_per_lead,
+                backdated_per_lead=backdated_per_lead,
+                backdate_ms=round(backdate_days * DAY_MS),
+            )
+            self._feed_added("CALL", calls)
             self._n_current += new_leads
             for idx in touched:
                 self._invalidate(idx)
             self._version += 1
             return calls
+
+    def append_messages(
+        self, existing_leads: int = 10, texts_per_lead: int = 2, emails_per_lead: int = 1
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Add texts and emails (one ``Sent`` row each) to randomly chosen (seeded) leads.
+
+        Created now (after all existing data, so with the highest ids). Returns
+        ``{"texts": [...], "emails": [...]}``, each ascending id.
+        """
+        if min(existing_leads, texts_per_lead, emails_per_lead) < 0:
+            raise ValueError("arguments must be >= 0")
+        with self._lock:
+            rows, touched = self._data.append_messages(
+                existing_leads, texts_per_lead, emails_per_lead
+            )
+            self._feed_added("TEXT", rows["texts"])
+            self._feed_added("EMAIL", rows["emails"])
+            for idx in touched:
+                self._invalidate(idx)
+            self._version += 1
+            return rows
 
     def delete_lead(self, lead_id: int) -> None:
         """Delete a lead: gone from ``/v1.0/leads`` (and running scrolls); its calls answer 404."""
@@ -457,21 +664,27 @@ class LoftySimulator:
                 st.deleted = True
                 self._n_current -= 1
                 self._invalidate(st.idx)
+                self._feed_dropped(st.idx)
                 self._version += 1
 
     def delete_after_listing(self, lead_ids: set[int]) -> None:
-        """Keep these leads in the listing, but answer 404 (20006) on their call history."""
+        """Keep these leads in the listing, but answer 404 (20006) on their history.
+
+        That is calls, texts and emails; their items leave the feed too.
+        """
         with self._lock:
             states = [self._data.by_id[i] for i in lead_ids]  # KeyError before any change
             for st in states:
                 st.calls_gone = True
                 self._invalidate(st.idx)
+                self._feed_dropped(st.idx)
 
     def _invalidate(self, idx: int) -> None:
         self._lead_cache.pop(idx, None)
-        entry = self._call_cache.pop(idx, None)
-        if entry is not None:
-            self._cached_calls -= len(entry[0])
+        for channel in HISTORY_PATHS.values():
+            entry = self._call_cache.pop((channel, idx), None)
+            if entry is not None:
+                self._cached_calls -= len(entry[0])
 
     # ------------------------------------------------------------------ counters
 
@@ -624,15 +837,22 @@ class LoftySimulator:
             if scope == "key_as_bearer":
                 # Recorded live (api-notes §5, §16): a 400, not a 401.
                 raise ApiError(400, 200058, "User in token does not exist.")
-            if path not in (LEADS_PATH, CALLS_PATH):
+            if path not in SCOPE_OF or (path == FEED_PATH and cfg.feed_mode == "absent"):
                 raise ApiError(404, 20007, "RESOURCE_NOT_EXIST")
             if method != "GET":
                 raise ApiError(405, 405, "METHOD_NOT_ALLOWED")
+            granted = SCOPE_OF[path] not in cfg.missing_scopes
+            if path == CALLS_PATH and scope == "noscope":
+                granted = False
+            if path == FEED_PATH and cfg.feed_mode == "no_scope":
+                granted = False
+            if not granted:
+                raise ApiError(403, 200100, NO_SCOPE_MESSAGE)
             if path == LEADS_PATH:
                 return self._list_leads(cfg, query)
-            if scope == "noscope":
-                raise ApiError(403, 200100, NO_SCOPE_MESSAGE)
-            return self._list_calls(cfg, query, fault)
+            if path == FEED_PATH:
+                return self._list_feed(cfg, query)
+            return self._list_history(cfg, query, fault, HISTORY_PATHS[path])
         except ApiError as err:
             return _Answer(err.status, err.body)
 
@@ -784,22 +1004,26 @@ class LoftySimulator:
 
     # ------------------------------------------------------------------ /v1.0/communication/call
 
-    def _call_entry(self, st: LeadState) -> tuple[list[int], list[bytes]]:
-        """(ids, serialized calls), ascending id; LRU-cached. Call under the lock."""
-        entry = self._call_cache.get(st.idx)
+    def _history_entry(self, st: LeadState, channel: str) -> tuple[list[int], list[bytes]]:
+        """(ids, serialized rows) of one channel, ascending id; LRU-cached. Call under the lock."""
+        key = (channel, st.idx)
+        entry = self._call_cache.get(key)
         if entry is not None:
-            self._call_cache.move_to_end(st.idx)
+            self._call_cache.move_to_end(key)
             return entry
-        calls = self._data.calls(st)
-        entry = ([c["id"] for c in calls], [dumps(c) for c in calls])
-        self._call_cache[st.idx] = entry
-        self._cached_calls += len(calls)
+        rows = self._rows(channel, st)
+        entry = ([r["id"] for r in rows], [dumps(r) for r in rows])
+        self._call_cache[key] = entry
+        self._cached_calls += len(rows)
         while self._cached_calls > CALL_CACHE_MAX_CALLS and len(self._call_cache) > 1:
             _, (old_ids, _) = self._call_cache.popitem(last=False)
             self._cached_calls -= len(old_ids)
         return entry
 
-    def _list_calls(self, cfg: SimConfig, query: dict[str, str], fault: str | None) -> _Answer:
+    def _list_history(
+        self, cfg: SimConfig, query: dict[str, str], fault: str | None, channel: str
+    ) -> _Answer:
+        """``/v1.0/communication/{call,text,email}``: one contract, three channels."""
         if query.get("leadId", "") == "":
             raise _invalid("leadId is required")
         lead_id = _id_param(query, "leadId", 1)
@@ -817,11 +1041,12 @@ class LoftySimulator:
             if st is None or st.deleted or st.calls_gone:
                 return _Answer(404, BODY_404_LEAD)
             if fault == Fault.LEAD_DELETED:
-                # "Deleted between the listing and the call fetch", and it stays that way.
+                # "Deleted between the listing and the history fetch", and it stays that way.
                 st.calls_gone = True
                 self._invalidate(st.idx)
+                self._feed_dropped(st.idx)
                 return _Answer(404, BODY_404_LEAD, fault_applied=True)
-            ids, chunks = self._call_entry(st)
+            ids, chunks = self._history_entry(st, channel)
         if cfg.calls_page_cap is not None:
             limit = min(limit, cfg.calls_page_cap)
         if current > 0:
@@ -836,7 +1061,119 @@ class LoftySimulator:
             # Offset mode: newest first.
             end = len(chunks) - offset
             selected = chunks[max(0, end - limit) : end][::-1] if end > 0 else []
-        return _Answer(200, b'{"calls":[' + b",".join(selected) + b"]}")
+        return _Answer(200, b'{"' + channel.encode() + b'":[' + b",".join(selected) + b"]}")
+
+    # ------------------------------------------------------------------ /v2.0/communication/agent
+
+    def _feed_index(self) -> _FeedIndex:
+        """Return the feed's items of all leads, by (time, id). Call under the lock."""
+        if self._feed is None:
+            entries = []
+            for st in self._live():
+                if st.calls_gone:
+                    continue
+                for kind, rows in (
+                    ("CALL", self._data.calls(st)),
+                    ("TEXT", self._data.texts(st)),
+                    ("EMAIL", self._data.emails(st)),
+                ):
+                    entries += [self._feed_entry(kind, row, st.idx) for row in rows]
+            self._feed = _FeedIndex.build(entries)
+        return self._feed
+
+    def _feed_entry(self, kind: str, row: dict[str, Any], idx: int) -> _FeedEntry:
+        when, item = feed_item(kind, row)
+        seen = self._data.appended_at.get(row["id"], 0.0)
+        return (when, row["id"], kind, row["agentId"], seen, dumps(item), idx)
+
+    def _feed_added(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        """Keep a built feed index up to date with appended rows. Call under the lock."""
+        if self._feed is not None:
+            for row in rows:
+                idx = self._data.by_id[row["leadId"]].idx
+                self._feed.add(self._feed_entry(kind, row, idx))
+
+    def _feed_dropped(self, idx: int) -> None:
+        """Drop the feed items of a lead whose history is gone. Call under the lock."""
+        if self._feed is not None:
+            self._feed.drop_lead(idx)
+
+    def _list_feed(self, cfg: SimConfig, query: dict[str, str]) -> _Answer:
+        # The spec marks `type` optional with an undocumented default, describes ALL as "all
+        # three together" and uses ALL as its example: a missing type is read as ALL (a
+        # 400 would contradict `required: false`). Clients should always send it.
+        kind = query.get("type", "") or "ALL"
+        if kind not in FEED_KINDS:
+            raise _invalid("type must be one of CALL, TEXT, EMAIL, ALL")
+        bounds = []
+        for name in ("startTime", "endTime"):
+            if query.get(name, "") == "":
+                raise _invalid(f"{name} is required (epoch milliseconds)")
+            value = _id_param(query, name, 0)
+            assert value is not None
+            bounds.append(value)
+        start, end = bounds
+        if end < start:
+            raise _invalid("endTime must be >= startTime")
+        if end - start > FEED_MAX_WINDOW_MS:
+            raise _invalid("the time window (endTime - startTime) must not exceed 90 days")
+        limit = _int_param(query, "limit")
+        limit = 100 if limit is None else limit
+        if not 1 <= limit <= 1000:
+            raise ApiError(400, 20042, "LIMIT_NOT_VALID: limit must be between 1 and 1000")
+        team_view = _bool_param(query, "teamView") or False
+        if team_view and cfg.feed_mode == "no_team_permission":
+            # A 400, not a 403, as the spec documents for this endpoint.
+            raise ApiError(
+                400,
+                20017,
+                "PERMISSION_DENIED: teamView=true requires the ACCESS_ALL_TEAM_LEADS permission",
+            )
+        fingerprint = f"{kind}:{start}:{end}:{int(team_view)}"
+        after = None
+        if query.get("cursor", ""):
+            after = self._read_cursor(query["cursor"], fingerprint)
+        with self._lock:
+            index = self._feed_index()
+            visible_before = time.time() - cfg.feed_delay_s
+            total = len(index.scan(kind, team_view, start, end, None, visible_before))
+            # One more than a page: tells whether more entries exist right now (hasMore).
+            matching = index.scan(kind, team_view, start, end, after, visible_before, limit + 1)
+            page = matching[:limit]
+            chunks = [index.raw[i] for i in page]
+            # A full page always carries a cursor, even if nothing follows (the spec: a
+            # non-null cursor does not promise more; the next page is then empty, cursor null).
+            cursor = (
+                self._make_cursor(index.keys[page[-1]], fingerprint) if len(page) == limit else None
+            )
+        meta = dumps(
+            {
+                "nextCursor": cursor,
+                "hasMore": len(matching) > limit,
+                "limit": limit,
+                "totalCount": total,
+            }
+        )
+        return _Answer(200, b'{"data":[' + b",".join(chunks) + b"]," + meta[1:])
+
+    def _make_cursor(self, key: tuple[int, int], fingerprint: str) -> str:
+        payload = f"{key[0]}:{key[1]}:{fingerprint}"
+        sig = hashlib.sha256(f"feed:{self._config.seed}:{payload}".encode()).hexdigest()[:16]
+        return base64.urlsafe_b64encode(f"{payload}:{sig}".encode()).decode().rstrip("=")
+
+    def _read_cursor(self, token: str, fingerprint: str) -> tuple[int, int]:
+        """Decode a cursor; 400 if it is not one of ours or belongs to another query."""
+        try:
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+            ms, an_id, rest = text.split(":", 2)
+            got_fingerprint, sig = rest.rsplit(":", 1)
+            key = (int(ms), int(an_id))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise _invalid("cursor is invalid") from err
+        if got_fingerprint != fingerprint or self._make_cursor(key, fingerprint) != token:
+            raise _invalid("cursor is invalid")
+        del sig
+        return key
 
     # ------------------------------------------------------------------ /_sim/ control
 
@@ -844,9 +1181,15 @@ class LoftySimulator:
         """Handle ``/_sim/...`` (no auth, no rate limit, not counted)."""
         routes: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {
             ("GET", "/_sim/stats"): lambda _: self.counters,
-            ("GET", "/_sim/truth"): lambda _: {"leads": self.leads(), "calls": self.all_calls()},
+            ("GET", "/_sim/truth"): lambda _: {
+                "leads": self.leads(),
+                "calls": self.all_calls(),
+                "texts": self.all_texts(),
+                "emails": self.all_emails(),
+            },
             ("GET", "/_sim/config"): lambda _: self._config.to_json(),
             ("POST", "/_sim/append"): lambda a: self.append_calls(**a),
+            ("POST", "/_sim/append_messages"): lambda a: self.append_messages(**a),
             ("POST", "/_sim/configure"): lambda a: self.configure(**a).to_json(),
             ("POST", "/_sim/delete_lead"): lambda a: self.delete_lead(int(a["lead_id"])),
             ("POST", "/_sim/delete_after_listing"): lambda a: self.delete_after_listing(

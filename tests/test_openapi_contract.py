@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,9 @@ class Deviation:
 
 LEADS = "/v1.0/leads"
 CALLS = "/v1.0/communication/call"
+TEXTS = "/v1.0/communication/text"
+EMAILS = "/v1.0/communication/email"
+FEED = "/v2.0/communication/agent"
 
 #: The deliberate deviations. Each is narrow (named paths, statuses or fields) and cites the
 #: live observation (api-notes.md) it follows.
@@ -206,9 +210,15 @@ DEVIATIONS: tuple[Deviation, ...] = (
                 # 400: limit / parameters / 200058 (API key as Bearer, §5, §16)
                 # 403 200100: app not granted the endpoint (§5), undocumented per operation
                 # 429: §6, undocumented per operation
-                LEADS: (400, 401, 429, 500),
-                # 400: undocumented for the call endpoint (§7 GUESS: INVALID_PARAMETER)
+                LEADS: (400, 401, 403, 429, 500),
+                # 400: undocumented for the per-lead history endpoints (§7 GUESS:
+                # INVALID_PARAMETER, LIMIT_NOT_VALID)
                 CALLS: (400, 401, 403, 404, 429, 500),
+                TEXTS: (400, 401, 403, 404, 429, 500),
+                EMAILS: (400, 401, 403, 404, 429, 500),
+                # 403 200100: the global scope rule (§12); 404: a deployment without the
+                # endpoint (§12 GUESS, feed_mode="absent")
+                FEED: (400, 401, 403, 404, 429, 500),
             }
         ),
     ),
@@ -223,7 +233,25 @@ DEVIATIONS: tuple[Deviation, ...] = (
             "LeadResponse.pondName",
             "CustomRole.assignee",
             "CallResponse.note",
+            "TextResponse.textContent",
+            "EmailResponse.emailSubject",
         ),
+    ),
+    Deviation(
+        "feed items: null call fields on texts and emails, null status on logged calls",
+        "§16: live answers send nulls freely; a text or an email has no callOutcome or "
+        "callDuration, a manually logged call no dialer status.",
+        nullable(
+            "CommunicationResponse.callOutcome",
+            "CommunicationResponse.callDuration",
+            "CommunicationResponse.status",
+        ),
+    ),
+    Deviation(
+        "CommunicationCursorPage.nextCursor: null on the last page",
+        "§12: the document's own description says nextCursor is null when there are no more "
+        "pages, but its schema does not mark it nullable.",
+        nullable("CommunicationCursorPage.nextCursor"),
     ),
     Deviation(
         "LeadResponse.opportunity: an object `{id, type, status}` (or null) on some leads",
@@ -275,6 +303,12 @@ STRICT_SCHEMAS = (
     "LeadFamilyMember",
     "CommunicationCallListResponse",
     "CallResponse",
+    "CommunicationTextListResponse",
+    "TextResponse",
+    "CommunicationEmailListResponse",
+    "EmailResponse",
+    "CommunicationCursorPage",
+    "CommunicationResponse",
 )
 
 
@@ -427,6 +461,28 @@ def page_leads(sim: LoftySimulator, get: Callable[[dict[str, Any]], Any]) -> int
     return n
 
 
+DATA_NOW_MS = 1_793_491_200_000  # lofty_sim.data.DATA_NOW_MS: the end of the generated data
+DAY = 86_400_000
+WINDOW = {"startTime": DATA_NOW_MS - 90 * DAY, "endTime": DATA_NOW_MS}
+
+
+def page_feed(sim: LoftySimulator, get: Callable[[dict[str, Any]], Any]) -> int:
+    """The whole team feed in 90-day windows over the data's two years, each type, both views."""
+    n = 0
+    for start in range(DATA_NOW_MS - 9 * 90 * DAY, DATA_NOW_MS, 90 * DAY):
+        window = {"startTime": start, "endTime": start + 90 * DAY}
+        for kind, team in (("ALL", "true"), ("ALL", "false"), ("CALL", "true"), ("EMAIL", "true")):
+            params = {**window, "type": kind, "teamView": team, "limit": 1000}
+            body = get(params)
+            while True:
+                n += len(body["data"])
+                if body["nextCursor"] is None:
+                    break
+                body = get({**params, "cursor": body["nextCursor"]})
+    get({**WINDOW, "type": "TEXT"})  # the defaults: limit 100, teamView false
+    return n
+
+
 def per_lead_pages(key: str) -> Callable[[LoftySimulator, Callable[[dict[str, Any]], Any]], int]:
     """Every item of every lead: newest-first offset pages, then the currentId cursor."""
 
@@ -444,12 +500,8 @@ def per_lead_pages(key: str) -> Callable[[LoftySimulator, Callable[[dict[str, An
     return pages
 
 
-def common_errors(lead_param: bool) -> tuple[ErrorCase, ...]:
+def common_errors(params: Callable[[LoftySimulator], dict[str, Any]]) -> tuple[ErrorCase, ...]:
     """What every endpoint answers alike: credentials, the rate limit, an internal error."""
-
-    def params(sim: LoftySimulator) -> dict[str, Any]:
-        return {"leadId": first_lead(sim)} if lead_param else {}
-
     return (
         ErrorCase("no credentials", 401, 401, params, auth=""),
         ErrorCase("bad token", 401, 401, params, auth="Bearer nope"),
@@ -475,7 +527,7 @@ def history_errors(
         ),
     )
     return (
-        *common_errors(True),
+        *common_errors(lambda s: {"leadId": lead(s)}),
         *no_scope,
         ErrorCase("leadId missing", 400, 20012, lambda s: {}),
         ErrorCase("leadId zero", 400, 20012, lambda s: {"leadId": 0}),
@@ -503,7 +555,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "leads",
         page_leads,
         (
-            *common_errors(False),
+            *common_errors(lambda s: {}),
+            ErrorCase("no scope", 403, 200100, lambda s: {}, config={"missing_scopes": ["leads"]}),
             ErrorCase("limit 0", 400, 20042, lambda s: {"limit": 0}),
             ErrorCase("limit 101", 400, 20042, lambda s: {"limit": 101}),
             ErrorCase("desc not a boolean", 400, 20012, lambda s: {"desc": "maybe"}),
@@ -511,6 +564,39 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
     ),
     Endpoint(CALLS, "calls", per_lead_pages("calls"), history_errors(token=True)),
+    Endpoint(
+        TEXTS, "texts", per_lead_pages("texts"), history_errors({"missing_scopes": ["texts"]})
+    ),
+    Endpoint(
+        EMAILS, "emails", per_lead_pages("emails"), history_errors({"missing_scopes": ["emails"]})
+    ),
+    Endpoint(
+        FEED,
+        "data",
+        page_feed,
+        (
+            *common_errors(lambda s: dict(WINDOW)),
+            ErrorCase("startTime missing", 400, 20012, lambda s: {"endTime": WINDOW["endTime"]}),
+            ErrorCase(
+                "window over 90 days",
+                400,
+                20012,
+                lambda s: {"startTime": 0, "endTime": 90 * DAY + 1},
+            ),
+            ErrorCase("type unknown", 400, 20012, lambda s: {**WINDOW, "type": "SMS"}),
+            ErrorCase("limit 1001", 400, 20042, lambda s: {**WINDOW, "limit": 1001}),
+            ErrorCase("bad cursor", 400, 20012, lambda s: {**WINDOW, "cursor": "nope"}),
+            ErrorCase(
+                "teamView without ACCESS_ALL_TEAM_LEADS",
+                400,
+                20017,
+                lambda s: {**WINDOW, "teamView": "true"},
+                config={"feed_mode": "no_team_permission"},
+            ),
+            ErrorCase("no scope", 403, 200100, lambda s: WINDOW, config={"feed_mode": "no_scope"}),
+            ErrorCase("absent", 404, 20007, lambda s: WINDOW, config={"feed_mode": "absent"}),
+        ),
+    ),
 )
 
 
@@ -589,13 +675,23 @@ def test_unknown_lead_fields_pass_the_verbatim_document_and_are_a_named_deviatio
 def test_each_deviation_is_needed(sim):
     """Without any one deviation, some real answer fails: none is dead weight."""
     samples: list[tuple[str, dict[str, Any], requests.Response]] = []
+
+    def sample(path: str, params: dict[str, Any]) -> Any:
+        resp = call(sim, path, params)
+        samples.append((path, params, resp))
+        return resp.json()
+
     for offset in (0, 100):
-        params = {"limit": 100, "offset": offset}
-        samples.append((LEADS, params, call(sim, LEADS, params)))
-    for lead in sim.lead_ids()[:60]:
-        params = {"leadId": lead, "limit": 1000}
-        samples.append((CALLS, params, call(sim, CALLS, params)))
-    samples.append((CALLS, {"leadId": 1}, call(sim, CALLS, {"leadId": 1})))  # 404 object
+        sample(LEADS, {"limit": 100, "offset": offset})
+    for path in (CALLS, TEXTS, EMAILS):
+        for lead in sim.lead_ids()[:60]:
+            sample(path, {"leadId": lead, "limit": 1000})
+    sample(CALLS, {"leadId": 1})  # a 404 object
+    body = sample(FEED, {**WINDOW, "teamView": "true", "limit": 1000})
+    while body["nextCursor"]:
+        body = sample(
+            FEED, {**WINDOW, "teamView": "true", "limit": 1000, "cursor": body["nextCursor"]}
+        )
     for i, deviation in enumerate(DEVIATIONS):
         others = DEVIATIONS[:i] + DEVIATIONS[i + 1 :]
         spec = load_spec()
@@ -612,3 +708,9 @@ def test_each_deviation_is_needed(sim):
                 failed = True
                 break
         assert failed, f"deviation not needed by any answer: {deviation.what}"
+
+
+def test_a_missing_document_fails_loudly(monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.modules[__name__], "SPEC_PATH", tmp_path / "nowhere.json")
+    with pytest.raises(pytest.fail.Exception, match="OpenAPI document is missing"):
+        load_spec()

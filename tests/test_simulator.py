@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 import subprocess
@@ -629,6 +630,489 @@ def test_zero_big_leads_and_leads_without_calls(make_sim):
     assert 3 <= counts.count(0) <= 25
     empty = sim.lead_ids()[counts.index(0)]
     assert calls_page(sim, leadId=empty) == []
+
+
+# ----------------------------------------------------------------------------- texts and emails
+
+HISTORY = [("/v1.0/communication/text", "texts"), ("/v1.0/communication/email", "emails")]
+TEXT_FIELDS = {
+    "id", "leadId", "direction", "agentId", "textOutcome", "textTime", "textType", "textContent",
+}  # fmt: skip
+EMAIL_FIELDS = {
+    "id", "leadId", "direction", "agentId", "eventType", "emailEventTime", "emailType",
+    "emailSubject", "fromPond",
+}  # fmt: skip
+EPOCH_MS = re.compile(r"^\d{13}$")
+
+
+def history_page(sim: LoftySimulator, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
+    resp = get(sim, path, params)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert list(body) == [key]
+    return body[key]
+
+
+def truth_of(sim: LoftySimulator, key: str, lead: int) -> list[dict[str, Any]]:
+    return sim.texts(lead) if key == "texts" else sim.emails(lead)
+
+
+def lead_with(sim: LoftySimulator, key: str, at_least: int) -> int:
+    return next(i for i in sim.lead_ids() if len(truth_of(sim, key, i)) >= at_least)
+
+
+@pytest.mark.parametrize(("path", "key"), HISTORY)
+def test_text_and_email_endpoints_validate_like_calls(make_sim, path, key):
+    sim = make_sim(leads=5)
+    lead = str(sim.lead_ids()[0])
+    cases = [
+        ({}, 400, 20012, "INVALID_PARAMETER: leadId is required"),
+        ({"leadId": "0"}, 400, 20012, "INVALID_PARAMETER: leadId must be >= 1"),
+        ({"leadId": "x"}, 400, 20012, "INVALID_PARAMETER: leadId must be an integer"),
+        ({"leadId": lead, "limit": "0"}, 400, 20042, None),
+        ({"leadId": lead, "limit": "1001"}, 400, 20042, None),
+        ({"leadId": lead, "offset": "-1"}, 400, 20012, "INVALID_PARAMETER: offset must be >= 0"),
+        (
+            {"leadId": lead, "currentId": str(-(2**63))},
+            400,
+            20012,
+            "INVALID_PARAMETER: currentId must be >= 0",
+        ),
+        ({"leadId": lead, "currentId": str(2**63)}, 400, 20012, None),
+        ({"leadId": "123456789"}, 404, 20006, "LEAD_NOT_EXIST"),
+    ]
+    for params, status, code, message in cases:
+        resp = get(sim, path, params)
+        assert resp.status_code == status, (params, resp.text)
+        assert resp.json()["code"] == code
+        if message:
+            assert resp.json()["message"] == message
+
+
+@pytest.mark.parametrize(("path", "key"), HISTORY)
+def test_text_and_email_paging_offset_newest_first_and_cursor(make_sim, path, key):
+    sim = make_sim(leads=40, seed=5, texts_per_lead_mean=12, emails_per_lead_mean=10)
+    lead = lead_with(sim, key, 25)
+    want = [r["id"] for r in truth_of(sim, key, lead)]
+    assert want == sorted(want)
+    newest = want[::-1]
+    assert [r["id"] for r in history_page(sim, path, key, leadId=lead)] == newest[:10]
+    got: list[int] = []
+    offset = 0
+    while page := history_page(sim, path, key, leadId=lead, limit=7, offset=offset):
+        got += [r["id"] for r in page]
+        offset += 7
+    assert got == newest
+    # Cursor, exclusive then inclusive (switchable at runtime).
+    page = history_page(sim, path, key, leadId=lead, currentId=want[4], limit=3, offset=50)
+    assert [r["id"] for r in page] == want[5:8]
+    sim.configure(cursor_mode="inclusive")
+    page = history_page(sim, path, key, leadId=lead, currentId=want[4], limit=3)
+    assert [r["id"] for r in page] == want[4:7]
+    # calls_page_cap applies here too, silently.
+    sim.configure(calls_page_cap=4)
+    assert len(history_page(sim, path, key, leadId=lead, limit=1000)) == 4
+    served = history_page(sim, path, key, leadId=lead, limit=1000, currentId=1)
+    assert [r["id"] for r in served] == want[:4]
+    sim.configure(calls_page_cap=None)
+    assert history_page(sim, path, key, leadId=lead, limit=1000) == truth_of(sim, key, lead)[::-1]
+
+
+@pytest.mark.parametrize(("path", "key"), HISTORY)
+def test_text_and_email_404_faults_and_scope(make_sim, path, key):
+    sim = make_sim(leads=10, seed=2, texts_per_lead_mean=3, emails_per_lead_mean=3)
+    ids = sim.lead_ids()
+    sim.delete_lead(ids[0])
+    sim.delete_after_listing({ids[1]})
+    for gone in ids[:2]:
+        resp = get(sim, path, {"leadId": gone})
+        assert (resp.status_code, resp.json()) == (
+            404,
+            {"code": 20006, "message": "LEAD_NOT_EXIST"},
+        )
+        assert truth_of(sim, key, gone) == []
+    sim.configure(faults_at={sim.request_count + 1: "lead_deleted"})
+    assert get(sim, path, {"leadId": ids[2]}).status_code == 404
+    assert get(sim, path, {"leadId": ids[2]}).status_code == 404  # it sticks
+    assert truth_of(sim, key, ids[2]) == []
+    sim.configure(faults_at={sim.request_count + 1: "503_json"})
+    assert get(sim, path, {"leadId": ids[3]}).status_code == 503
+    assert get(sim, path, {"leadId": ids[3]}).status_code == 200
+    scope = key  # "texts" / "emails"
+    sim.configure(missing_scopes=(scope,))
+    resp = get(sim, path, {"leadId": ids[3]})
+    assert (resp.status_code, resp.json()["code"]) == (403, 200100)
+    assert get(sim, "/v1.0/communication/call", {"leadId": ids[3]}).status_code == 200
+    sim.configure(missing_scopes=())
+    assert get(sim, path, {"leadId": ids[3]}).status_code == 200
+
+
+def test_missing_scopes_for_leads_and_calls(make_sim):
+    sim = make_sim(leads=3, missing_scopes=("leads", "calls"))
+    for path in ("/v1.0/leads", "/v1.0/communication/call"):
+        resp = get(sim, path, {"leadId": sim.lead_ids()[0]})
+        assert (resp.status_code, resp.json()["code"]) == (403, 200100)
+    with pytest.raises(ValueError):
+        sim.configure(missing_scopes=("everything",))
+
+
+def test_text_data_shapes_and_big_text_lead(make_sim):
+    sim = make_sim(leads=120, seed=7)
+    texts = sim.all_texts()
+    assert len(texts) == sim.total_texts()
+    per_lead = [len(sim.texts(i)) for i in sim.lead_ids()]
+    assert max(per_lead) >= 2000
+    assert 0 < per_lead.count(0) < len(per_lead)
+    for text in texts:
+        assert set(text) == TEXT_FIELDS
+        assert text["direction"] in ("Outbound", "Inbound")
+        assert text["textType"] in ("Manual", "Auto")
+        assert isinstance(text["textOutcome"], str)
+        assert CALL_TIME.match(text["textTime"]) or EPOCH_MS.match(text["textTime"])
+    contents = [t["textContent"] for t in texts]
+    assert None in contents
+    assert any(c and not c.isascii() for c in contents)
+    formats = [bool(EPOCH_MS.match(t["textTime"])) for t in texts]
+    assert 0.03 < sum(formats) / len(formats) < 0.2  # mostly yyyy-MM-dd HH:mm:ss, some epoch ms
+    # The big text lead pages in several 1,000-row pages by cursor.
+    big = sim.lead_ids()[per_lead.index(max(per_lead))]
+    got, cursor = [], 1
+    while page := history_page(
+        sim, "/v1.0/communication/text", "texts", leadId=big, currentId=cursor, limit=1000
+    ):
+        got += [t["id"] for t in page]
+        cursor = page[-1]["id"]
+    assert got == [t["id"] for t in sim.texts(big)]
+    assert sim.texts(big) == make_sim(leads=120, seed=7).texts(big)  # deterministic
+
+
+def test_email_data_has_every_event_kind(make_sim):
+    sim = make_sim(leads=80, seed=3)
+    emails = sim.all_emails()
+    assert len(emails) > 100
+    for event in emails:
+        assert set(event) == EMAIL_FIELDS
+        assert event["eventType"] in ("Sent", "Opened", "Bounced")
+        assert event["emailType"] in ("Manual", "Auto")
+        assert isinstance(event["fromPond"], bool)
+        assert CALL_TIME.match(event["emailEventTime"]) or EPOCH_MS.match(event["emailEventTime"])
+    assert {e["eventType"] for e in emails} == {"Sent", "Opened", "Bounced"}
+    subjects = [e["emailSubject"] for e in emails]
+    assert None in subjects
+    assert any(s and not s.isascii() for s in subjects)
+    assert any(e["fromPond"] for e in emails)
+    assert any(EPOCH_MS.match(e["emailEventTime"]) for e in emails)
+    assert {e["direction"] for e in emails} == {"Outbound", "Inbound"}
+
+
+def test_ids_are_unique_64_bit_and_time_ordered_across_channels(make_sim):
+    sim = make_sim(leads=60, seed=4, calls_per_lead_mean=6)
+    rows = sim.all_calls() + sim.all_texts() + sim.all_emails()
+    ids = [r["id"] for r in rows]
+    assert len(set(ids)) == len(ids)
+    assert min(ids) > 2**53
+
+    def when(row: dict[str, Any]) -> str:
+        text = row.get("createTime") or row.get("textTime") or row["emailEventTime"]
+        if EPOCH_MS.match(text):
+            return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(int(text) // 1000))
+        return text
+
+    ordered = sorted(rows, key=lambda r: r["id"])
+    times = [when(r) for r in ordered]
+    assert times == sorted(times)
+
+
+# ----------------------------------------------------------------------------- the feed
+
+FEED = "/v2.0/communication/agent"
+DATA_NOW_MS = 1_793_491_200_000  # lofty_sim.data.DATA_NOW_MS
+DAY = 86_400_000
+WINDOW = {"startTime": DATA_NOW_MS - 90 * DAY, "endTime": DATA_NOW_MS}
+FEED_FIELDS = {
+    "id", "leadId", "agentId", "direction", "callOutcome", "callDuration", "status",
+    "communicationTime", "communicationType", "eventType", "fromPond",
+}  # fmt: skip
+
+
+def feed_page(sim: LoftySimulator, **params: Any) -> dict[str, Any]:
+    resp = get(sim, FEED, params)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert list(body) == ["data", "nextCursor", "hasMore", "limit", "totalCount"]
+    return body
+
+
+def feed_all(sim: LoftySimulator, **params: Any) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Page to the end; return the items and the page bodies."""
+    body = feed_page(sim, **params)
+    items, bodies = [], []
+    while True:
+        bodies.append(body)
+        items += body["data"]
+        if body["nextCursor"] is None:
+            return items, bodies
+        body = feed_page(sim, **params, cursor=body["nextCursor"])
+
+
+def feed_ms(item: dict[str, Any]) -> int:
+    return calendar.timegm(time.strptime(item["communicationTime"], "%Y-%m-%d %H:%M:%S")) * 1000
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "message"),
+    [
+        ({"endTime": 1}, 20012, "INVALID_PARAMETER: startTime is required (epoch milliseconds)"),
+        ({"startTime": 1}, 20012, "INVALID_PARAMETER: endTime is required (epoch milliseconds)"),
+        ({"startTime": 5, "endTime": 4}, 20012, "INVALID_PARAMETER: endTime must be >= startTime"),
+        (
+            {"startTime": 0, "endTime": 90 * DAY + 1},
+            20012,
+            "INVALID_PARAMETER: the time window (endTime - startTime) must not exceed 90 days",
+        ),
+        (
+            {**WINDOW, "type": "SMS"},
+            20012,
+            "INVALID_PARAMETER: type must be one of CALL, TEXT, EMAIL, ALL",
+        ),
+        ({**WINDOW, "type": "call"}, 20012, None),
+        ({**WINDOW, "limit": 0}, 20042, "LIMIT_NOT_VALID: limit must be between 1 and 1000"),
+        ({**WINDOW, "limit": 1001}, 20042, "LIMIT_NOT_VALID: limit must be between 1 and 1000"),
+        ({**WINDOW, "teamView": "yes"}, 20012, None),
+        ({**WINDOW, "cursor": "garbage"}, 20012, "INVALID_PARAMETER: cursor is invalid"),
+        ({"startTime": -1, "endTime": 5}, 20012, "INVALID_PARAMETER: startTime must be >= 0"),
+    ],
+)
+def test_feed_parameter_validation(make_sim, params, code, message):
+    sim = make_sim(leads=5)
+    resp = get(sim, FEED, params)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["code"] == code
+    if message:
+        assert resp.json()["message"] == message
+
+
+def test_feed_pages_to_the_end_and_matches_ground_truth(make_sim):
+    sim = make_sim(leads=150, seed=6)
+    want = sim.feed_items(
+        "ALL", team_view=True, **{"start_ms": WINDOW["startTime"], "end_ms": WINDOW["endTime"]}
+    )
+    assert len(want) > 300
+    items, bodies = feed_all(sim, type="ALL", teamView="true", limit=97, **WINDOW)
+    assert items == want
+    assert len({i["id"] for i in items}) == len(items)
+    assert all(b["totalCount"] == len(want) and b["limit"] == 97 for b in bodies)
+    assert all(b["nextCursor"] for b in bodies[:-1])
+    assert [b["hasMore"] for b in bodies] == [True] * (len(bodies) - 1) + [False]
+    for item in items:
+        assert set(item) == FEED_FIELDS
+        assert WINDOW["startTime"] <= feed_ms(item) <= WINDOW["endTime"]
+        assert item["communicationType"] in ("AUTO", "MANUAL", "LOGGED")
+        assert isinstance(item["callDuration"], (str, type(None)))
+    keys = [(feed_ms(i), i["id"]) for i in items]
+    assert keys == sorted(keys)  # the simulator's order: communicationTime, then id
+    # Type omitted = ALL (the spec: optional, default undocumented).
+    assert feed_page(sim, teamView="true", limit=5, **WINDOW)["data"] == items[:5]
+    # An exact multiple of the limit: the last full page has a cursor, the next page is empty
+    # with a null cursor (the spec: "a non-null value does not guarantee further entries").
+    limit = len(want) // 2 if len(want) % 2 == 0 else len(want)
+    if limit <= 1000:
+        _, bodies = feed_all(sim, teamView="true", limit=limit, **WINDOW)
+        assert bodies[-1]["data"] == [] and bodies[-1]["nextCursor"] is None
+        assert bodies[-2]["hasMore"] is False and bodies[-2]["nextCursor"]
+    # A cursor belongs to its query.
+    cursor = bodies[0]["nextCursor"]
+    resp = get(sim, FEED, {**WINDOW, "type": "CALL", "cursor": cursor, "teamView": "true"})
+    assert resp.status_code == 400
+
+
+def test_feed_window_is_inclusive_and_types_filter(make_sim):
+    sim = make_sim(leads=80, seed=8)
+    items = sim.feed_items(
+        "ALL", team_view=True, start_ms=WINDOW["startTime"], end_ms=WINDOW["endTime"]
+    )
+    pick = items[len(items) // 2]
+    t = feed_ms(pick)
+    exact = feed_page(sim, teamView="true", startTime=t, endTime=t, limit=1000)["data"]
+    assert pick in exact
+    assert all(feed_ms(i) == t for i in exact)
+    kinds = {
+        "CALL": {"Call"},
+        "TEXT": {"Text"},
+        "EMAIL": {"Sent Email", "Opened Email", "Bounced Email"},
+    }
+    total = 0
+    for kind, events in kinds.items():
+        got, _ = feed_all(sim, type=kind, teamView="true", limit=1000, **WINDOW)
+        assert {i["eventType"] for i in got} == events, kind
+        total += len(got)
+    assert total == len(items)
+
+
+def test_feed_items_derive_from_the_per_lead_rows(make_sim):
+    sim = make_sim(leads=60, seed=9)
+    items, _ = feed_all(sim, type="ALL", teamView="true", limit=1000, **WINDOW)
+    rows = {}
+    for lead in sim.lead_ids():
+        for c in sim.calls(lead):
+            rows[c["id"]] = ("Call", c)
+        for t in sim.texts(lead):
+            rows[t["id"]] = ("Text", t)
+        for e in sim.emails(lead):
+            rows[e["id"]] = ("Email", e)
+    for item in items:
+        kind, row = rows[item["id"]]
+        assert (item["leadId"], item["agentId"], item["direction"]) == (
+            row["leadId"], row["agentId"], row["direction"],
+        )  # fmt: skip
+        if kind == "Call":
+            assert item["eventType"] == "Call"
+            assert item["callOutcome"] == row["callingOutcome"]
+            assert item["callDuration"] == str(row["duration"])
+            assert item["status"] == row.get("status")
+            assert item["communicationTime"] == row["startTime"]
+            assert (item["communicationType"] == "LOGGED") == ("dialerCallRecordId" not in row)
+        elif kind == "Text":
+            assert item["eventType"] == "Text"
+            assert item["status"] == row["textOutcome"]
+            assert item["communicationType"] == row["textType"].upper()
+        else:
+            assert item["eventType"] == f"{row['eventType']} Email"
+            assert item["fromPond"] == row["fromPond"]
+
+
+def test_feed_without_team_view_serves_only_the_callers_items(make_sim):
+    sim = make_sim(leads=150, seed=6)
+    mine, _ = feed_all(sim, limit=1000, **WINDOW)  # teamView defaults to false
+    team, _ = feed_all(sim, teamView="true", limit=1000, **WINDOW)
+    assert mine
+    assert {i["agentId"] for i in mine} == {sim.caller_agent_id}
+    assert len({i["agentId"] for i in team}) >= 6
+    assert len(mine) < 0.25 * len(team)  # without teamView a sync misses most of the team
+    assert mine == [i for i in team if i["agentId"] == sim.caller_agent_id]
+
+
+def test_feed_modes(make_sim):
+    sim = make_sim(leads=5, feed_mode="no_team_permission")
+    resp = get(sim, FEED, {**WINDOW, "teamView": "true"})
+    assert resp.status_code == 400
+    assert resp.json()["code"] == 20017
+    assert "ACCESS_ALL_TEAM_LEADS" in resp.json()["message"]
+    assert get(sim, FEED, WINDOW).status_code == 200
+    sim.configure(feed_mode="no_scope")
+    resp = get(sim, FEED, WINDOW)
+    assert (resp.status_code, resp.json()) == (
+        403,
+        {"code": 200100, "message": "Sorry, the vendor does not have permission for this API."},
+    )
+    sim.configure(feed_mode="absent")
+    resp = get(sim, FEED, WINDOW)
+    assert (resp.status_code, resp.json()["code"]) == (404, 20007)
+    sim.configure(feed_mode="available")
+    assert get(sim, FEED, {**WINDOW, "teamView": "true"}).status_code == 200
+
+
+def test_feed_reflects_appends_after_the_indexing_delay(make_sim):
+    sim = make_sim(leads=30, seed=2, feed_delay_s=0.6)
+    now = int(time.time() * 1000)
+    recent = {"startTime": now - DAY, "endTime": now + DAY, "teamView": "true", "limit": 1000}
+    assert feed_page(sim, **recent)["data"] == []
+    calls = sim.append_calls(existing_leads=3, new_leads=1, calls_per_lead=2)
+    messages = requests.post(
+        sim.url + "/_sim/append_messages",
+        json={"existing_leads": 2, "texts_per_lead": 2, "emails_per_lead": 1},
+        timeout=TIMEOUT,
+    ).json()
+    new_ids = {r["id"] for r in calls + messages["texts"] + messages["emails"]}
+    assert len(messages["texts"]) == 4 and len(messages["emails"]) >= 2
+    # The per-lead endpoints serve them at once ...
+    lead = messages["texts"][0]["leadId"]
+    served = history_page(sim, "/v1.0/communication/text", "texts", leadId=lead, limit=2)
+    assert {t["id"] for t in served} <= new_ids
+    # ... the feed only after the delay.
+    assert feed_page(sim, **recent)["data"] == []
+    assert sim.feed_items(start_ms=now - DAY) == []
+    time.sleep(0.7)
+    body = feed_page(sim, **recent)
+    assert {i["id"] for i in body["data"]} == new_ids
+    assert body["totalCount"] == len(new_ids)
+    truth = requests.get(sim.url + "/_sim/truth", timeout=TIMEOUT).json()
+    assert {t["id"] for t in messages["texts"]} <= {t["id"] for t in truth["texts"]}
+    assert {e["id"] for e in messages["emails"]} <= {e["id"] for e in truth["emails"]}
+
+
+def test_backdated_logged_calls_fall_outside_a_recent_window(make_sim):
+    sim = make_sim(leads=20, seed=3)
+    now = int(time.time() * 1000)
+    new = sim.append_calls(
+        existing_leads=2, new_leads=0, calls_per_lead=2, backdated_per_lead=1, backdate_days=5
+    )
+    backdated = [c for c in new if c["startTime"] < c["createTime"]]
+    assert len(backdated) == 2
+    for call in backdated:
+        assert "dialerCallRecordId" not in call  # a logged call
+        created = calendar.timegm(time.strptime(call["createTime"], "%Y-%m-%d %H:%M:%S"))
+        started = calendar.timegm(time.strptime(call["startTime"], "%Y-%m-%d %H:%M:%S"))
+        assert 5 * 86_400 - 2 <= created - started <= 5 * 86_400
+        # Newest id on the per-lead endpoint ...
+        page = calls_page(sim, leadId=call["leadId"], limit=2)
+        assert call["id"] in {c["id"] for c in page}
+    # ... but a window over the last day misses it; one over 5 days ago finds it as LOGGED.
+    recent, _ = feed_all(sim, teamView="true", startTime=now - DAY, endTime=now + DAY)
+    ids = {i["id"] for i in recent}
+    assert {c["id"] for c in new} - ids == {c["id"] for c in backdated}
+    old, _ = feed_all(
+        sim, teamView="true", type="CALL", startTime=now - 6 * DAY, endTime=now - 4 * DAY
+    )
+    found = [i for i in old if i["id"] in {c["id"] for c in backdated}]
+    assert len(found) == 2
+    assert {i["communicationType"] for i in found} == {"LOGGED"}
+    with pytest.raises(ValueError):
+        sim.append_calls(backdated_per_lead=-1)
+
+
+def test_feed_drops_leads_deleted_after_listing(make_sim):
+    sim = make_sim(leads=40, seed=5)
+    before = sim.feed_items(start_ms=WINDOW["startTime"], end_ms=WINDOW["endTime"])
+    gone = before[0]["leadId"]
+    sim.delete_after_listing({gone})
+    items, _ = feed_all(sim, teamView="true", limit=1000, **WINDOW)
+    assert gone not in {i["leadId"] for i in items}
+    assert len(items) == len([i for i in before if i["leadId"] != gone])
+
+
+def test_feed_index_kept_up_to_date_equals_a_fresh_build(make_sim):
+    sim = make_sim(leads=40, seed=12)
+    feed_page(sim, teamView="true", **WINDOW)  # builds the index
+    sim.append_calls(existing_leads=4, new_leads=2, calls_per_lead=2, backdated_per_lead=1)
+    sim.append_messages(existing_leads=3, texts_per_lead=2, emails_per_lead=2)
+    ids = sim.lead_ids()
+    sim.delete_lead(ids[0])
+    sim.delete_after_listing({ids[1]})
+    sim.configure(faults_at={sim.request_count + 1: "lead_deleted"})
+    assert get(sim, "/v1.0/communication/email", {"leadId": ids[2]}).status_code == 404
+    kept = sim.feed_items()
+    sim._feed = None  # force a rebuild from the rows
+    assert sim.feed_items() == kept
+    assert not {ids[0], ids[1], ids[2]} & {i["leadId"] for i in kept}
+
+
+def test_cli_parses_the_new_switches():
+    from lofty_sim.__main__ import build_parser
+
+    args = build_parser().parse_args(
+        [
+            "--leads-order", "newest_first", "--extra-lead-field", 'brandNewField={"a": 1}',
+            "--extra-lead-field", "plain=text", "--live-shape-share", "0.5",
+            "--texts-per-lead", "2", "--emails-per-lead", "1", "--big-text-leads", "0",
+            "--feed-mode", "no_scope", "--feed-delay", "1.5", "--missing-scopes", "texts,emails",
+        ]
+    )  # fmt: skip
+    assert args.leads_order == "newest_first"
+    assert dict(args.extra_lead_field) == {"brandNewField": {"a": 1}, "plain": "text"}
+    assert (args.live_shape_share, args.texts_per_lead, args.emails_per_lead) == (0.5, 2, 1)
+    assert (args.big_text_leads, args.feed_mode, args.feed_delay) == (0, "no_scope", 1.5)
+    assert args.missing_scopes == "texts,emails"
 
 
 # ----------------------------------------------------------------------------- auth
