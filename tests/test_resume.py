@@ -98,3 +98,42 @@ def test_kill_at_any_point_and_resume_loses_no_call(make_sim, tmp_path, order):
             f"{sim.counters['GET /v1.0/communication/call 200']} call requests "
             f"(a full run: {full_requests})"
         )
+
+
+@pytest.mark.slow
+def test_kill_and_resume_in_feed_mode_loses_no_call(make_sim, tmp_path):
+    sim = make_sim(
+        leads=150, seed=22, calls_per_lead_mean=3, big_leads=0, rate_limit=None, latency_s=0.04
+    )
+    config: dict[str, Any] = sim_config(sim, max_concurrency=2, leads_page_size=50)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    first = subprocess.run(tap_command(config_path), capture_output=True, cwd=tmp_path, check=True)
+    synced = TapOutput.parse(first.stdout.decode()).final_state
+    assert "feedFrom" in synced["bookmarks"]["calls"]
+    new = {c["id"] for c in sim.append_calls(existing_leads=60, new_leads=10, calls_per_lead=2)}
+    state_path = tmp_path / "synced.json"
+    state_path.write_text(json.dumps(synced))
+    for states, seconds in [(1, None), (2, None), (None, 0.8), (None, 1.5)]:
+        text = run_until(
+            tap_command(config_path, state_path), tmp_path, states=states, seconds=seconds
+        )
+        killed = TapOutput.parse(text)
+        assert killed.states, "no STATE before the kill"
+        resume = killed.final_state["bookmarks"]["calls"].get("resume", {})
+        assert resume.get("mode", "feed") == "feed"
+        resume_path = tmp_path / "killed.json"
+        resume_path.write_text(json.dumps(killed.final_state))
+        sim.reset_counters()
+        rerun = subprocess.run(
+            tap_command(config_path, resume_path), capture_output=True, cwd=tmp_path, check=True
+        )
+        resumed = TapOutput.parse(rerun.stdout.decode())
+        got = set(killed.ids("calls")) | set(resumed.ids("calls"))
+        where = f"after STATE #{states}" if states else f"after {seconds:.1f} s"
+        assert new <= got, f"feed mode, killed {where}: lost {len(new - got)} new calls"
+        requests = sim.counters["GET /v1.0/communication/call 200"]
+        print(
+            f"feed mode, killed {where}: the rerun made {requests} call requests for 70 changed leads"
+        )
+        assert requests < 150  # still what changed, not every lead

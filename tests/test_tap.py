@@ -141,9 +141,10 @@ def test_ids_above_2_53_are_exact_in_the_output_text(make_sim):
     assert set(out.ids("calls")) == {call["id"] for call in sim.all_calls()}
 
 
-def test_incremental_second_run_reads_only_new_calls(make_sim):
+@pytest.mark.parametrize("change_detection", ["full", "auto"])
+def test_incremental_second_run_reads_only_new_calls(make_sim, change_detection):
     sim = make_sim(leads=40, seed=4, calls_per_lead_mean=5, big_leads=0)
-    config = sim_config(sim)
+    config = sim_config(sim, change_detection=change_detection)
     first = run_tap(config)
     state = first.final_state
     assert "resume" not in state["bookmarks"]["calls"]
@@ -158,9 +159,13 @@ def test_incremental_second_run_reads_only_new_calls(make_sim):
     assert new_ids <= got, "a new call was lost"
     # Re-reads are bounded: only calls created within the clock-skew margin of the run.
     assert_only_recent(second.records["calls"], new_ids)
-    # one call request per lead (all new calls fit a page), and at most one more for each
-    # of the 10 leads with new calls, to check that their short page was the last
-    assert 43 <= sim.counters["GET /v1.0/communication/call 200"] <= 43 + 10
+    # full: one call request per lead (all new calls fit a page); auto: one per lead the
+    # feed names (the 10 with new calls); and at most one more for each of those 10, to
+    # check that their short page was the last
+    asked = 43 if change_detection == "full" else 10
+    assert asked <= sim.counters["GET /v1.0/communication/call 200"] <= asked + 10
+    feed_requests = sim.counters.get("GET /v2.0/communication/agent 200", 0)
+    assert feed_requests == (0 if change_detection == "full" else 1)
 
     third = run_tap(config, state=second.final_state)
     assert_only_recent(third.records["calls"], set())
@@ -190,7 +195,9 @@ def test_final_state_stays_small_at_5000_leads(make_sim):
     assert max(len(line) for line in out.state_lines) < 1024
     assert len(out.ids("leads", "leadId")) == 5000
     assert len(out.ids("calls")) == sim.total_calls()
-    assert out.schemas == {"leads": 1, "calls": 1}
+    assert len(out.ids("texts")) == sim.total_texts()
+    assert len(out.ids("emails")) == len(sim.all_emails())
+    assert out.schemas == {"leads": 1, "calls": 1, "texts": 1, "emails": 1}
 
 
 @pytest.mark.parametrize("credential", ["api_key", "access_token"])
