@@ -1,4 +1,7 @@
-"""A local simulator of the Lofty CRM Open API (leads listing and call history) for tap-lofty.
+"""A local simulator of the Lofty CRM Open API for tap-lofty.
+
+Endpoints: the leads listing, the per-lead call, text and email histories, and the team
+communications feed (``GET /v2.0/communication/agent``).
 
 Example::
 

@@ -1166,13 +1166,13 @@ class LoftySimulator:
         try:
             text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
             ms, an_id, rest = text.split(":", 2)
-            got_fingerprint, sig = rest.rsplit(":", 1)
             key = (int(ms), int(an_id))
         except (ValueError, UnicodeDecodeError) as err:
             raise _invalid("cursor is invalid") from err
-        if got_fingerprint != fingerprint or self._make_cursor(key, fingerprint) != token:
+        # Re-signing must give the very token back: this checks the signature and that the
+        # cursor belongs to this query (type, window, teamView), in one comparison.
+        if not rest.startswith(fingerprint + ":") or self._make_cursor(key, fingerprint) != token:
             raise _invalid("cursor is invalid")
-        del sig
         return key
 
     # ------------------------------------------------------------------ /_sim/ control
