@@ -360,10 +360,20 @@ def test_pipelinewise_full_then_incremental(
     sent = set(second.tap.ids("calls"))
     assert {c["id"] for c in appended} <= sent
     assert len(sent) < n_calls, f"the run from STATE sent {len(sent)} calls of {n_calls}"
+    bookmark = second.tap.final_state["bookmarks"]["calls"]["replication_key_value"]
+    assert bookmark >= state["bookmarks"]["calls"]["replication_key_value"]
     print(
         f"[thirdparty] pipelinewise incremental run: {len(sent)} calls sent, "
         f"{len(truth2['leads'])} leads in {second.seconds:.1f}s"
     )
+
+    # Both runs' exact output (tee's copy) passes the Singer spec checker too.
+    for run in (first, second):
+        checked = run_pipeline([str(programs[1])], tmp_path, replay=run.tap_lines, name="check")
+        assert checked.program_rc == 0, checked.describe()
+        assert check_tap_counts(checked.program_stdout) == {
+            stream: len(records) for stream, records in run.tap.records.items()
+        }
 
     assert not type_problems, (
         "pipelinewise-target-postgres made id columns that are not bigint (it maps an integer "
