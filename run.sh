@@ -44,6 +44,7 @@ case "$command" in
   test)
     setup
     bash scripts/setup_meltano.sh
+    bash scripts/setup_thirdparty.sh
     exec .venv/bin/python -m pytest "$@"
     ;;
   bench)

@@ -477,3 +477,63 @@ def primary_key(conn: psycopg.Connection[Any], table: str) -> list[str]:
 def scalar(conn: psycopg.Connection[Any], sql: str) -> Any:
     row = conn.execute(sql).fetchone()
     return None if row is None else row[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Third-party Singer programs (scripts/setup_thirdparty.sh): pipelinewise-target-postgres and
+# singer-tools' singer-check-tap, each in its own venv.
+# --------------------------------------------------------------------------------------------
+
+THIRDPARTY_SETUP = REPO / "scripts" / "setup_thirdparty.sh"
+PIPELINEWISE_TARGET = REPO / ".venv-pipelinewise" / "bin" / "target-postgres"
+SINGER_CHECK_TAP = REPO / ".venv-singer-tools" / "bin" / "singer-check-tap"
+#: setup_thirdparty.sh's exit code when no Python 3.8-3.11 is on the machine.
+THIRDPARTY_NO_PYTHON = 3
+
+
+def ensure_thirdparty() -> tuple[Path, Path]:
+    """Run ``scripts/setup_thirdparty.sh`` (a no-op when up to date).
+
+    Returns the paths of pipelinewise's ``target-postgres`` and of ``singer-check-tap``. A failed
+    install fails the test; only a machine without a suitable Python skips, and not under CI=true.
+    """
+    proc = subprocess.run(
+        ["bash", str(THIRDPARTY_SETUP)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    detail = f"{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    if proc.returncode == THIRDPARTY_NO_PYTHON:
+        reason = " ".join(proc.stderr.strip().splitlines()[-1:]) or "no suitable Python"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"scripts/setup_thirdparty.sh: {reason} (CI=true: must not skip)")
+        pytest.skip(f"third-party Singer programs not installable here: {reason}")
+    missing = [p for p in (PIPELINEWISE_TARGET, SINGER_CHECK_TAP) if not p.exists()]
+    if proc.returncode != 0 or missing:
+        pytest.fail(
+            f"scripts/setup_thirdparty.sh failed (exit {proc.returncode}; missing: "
+            f"{[str(p) for p in missing]}):\n{detail}"
+        )
+    return PIPELINEWISE_TARGET, SINGER_CHECK_TAP
+
+
+def schema_streams() -> list[str]:
+    """Every stream the repo has a schema for (``schemas/<stream>.json``), sorted."""
+    return sorted(p.stem for p in SCHEMAS.glob("*.json"))
+
+
+def id_fields(stream: str) -> list[str]:
+    """Top-level integer id fields of a stream: ``id``, ``leadId``, or named ``...Id``.
+
+    ``...UserId`` ends in ``Id`` too. Read from ``schemas/<stream>.json`` at call time, so new
+    fields and streams are covered without editing the tests.
+    """
+    out = []
+    for name, prop in load_schema(stream)["properties"].items():
+        kinds = _types(prop)
+        if "integer" in kinds and "string" not in kinds and (name == "id" or name.endswith("Id")):
+            out.append(name)
+    return out
