@@ -1,4 +1,4 @@
-"""Change detection through Lofty's team communications feed: runs cost what changed, lose nothing."""
+"""Change detection through the team communications feed: runs cost what changed, lose nothing."""
 
 from __future__ import annotations
 

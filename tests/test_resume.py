@@ -134,6 +134,6 @@ def test_kill_and_resume_in_feed_mode_loses_no_call(make_sim, tmp_path):
         assert new <= got, f"feed mode, killed {where}: lost {len(new - got)} new calls"
         requests = sim.counters["GET /v1.0/communication/call 200"]
         print(
-            f"feed mode, killed {where}: the rerun made {requests} call requests for 70 changed leads"
+            f"feed mode, killed {where}: the rerun made {requests} call requests (70 changed leads)"
         )
         assert requests < 150  # still what changed, not every lead
