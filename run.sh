@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for people and CI. Sets up everything it needs on first use:
+#   ./run.sh setup   .venv/ (the tap), .venv-meltano/ (Meltano) and .meltano/ (the plugins)
 #   ./run.sh demo    simulator -> tap-lofty -> Meltano -> embedded database, then a summary
 #   ./run.sh test    the whole test suite (unit, tap, simulator, Meltano + PostgreSQL end to end)
 #   ./run.sh bench   the benchmark table (benchmarks/run.py)
@@ -36,6 +37,10 @@ setup() {
 command=${1:-}
 shift || true
 case "$command" in
+  setup)
+    setup
+    bash scripts/setup_meltano.sh
+    ;;
   demo)
     setup
     bash scripts/setup_meltano.sh
@@ -58,7 +63,7 @@ case "$command" in
     exec .venv/bin/mypy tap_lofty lofty_sim
     ;;
   *)
-    echo "usage: ./run.sh demo|test|bench|lint [args]" >&2
+    echo "usage: ./run.sh setup|demo|test|bench|lint [args]" >&2
     exit 2
     ;;
 esac
