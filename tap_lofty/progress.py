@@ -45,14 +45,15 @@ class Progress:
         budget: RequestBudget,
         *,
         clock: Callable[[], float] = time.monotonic,
-        interval_s: float = PROGRESS_INTERVAL_S,
+        interval_s: float | None = None,
         leads_page_size: int | None = None,
     ) -> None:
         """Report on ``stats`` and ``budget``, which the client keeps up to date."""
         self._stats = stats
         self._budget = budget
         self._clock = clock
-        self._interval_s = interval_s
+        # Read at run time, not import time, so that a test can shorten it.
+        self._interval_s = PROGRESS_INTERVAL_S if interval_s is None else interval_s
         self._started = clock()
         self._last_line = self._started
         #: Leads per listing page, to count the listing requests still to come.
@@ -112,7 +113,7 @@ class Progress:
         self._maybe_log()
 
     def _tick_loop(self) -> None:
-        while not self._stopped.wait(TICK_S):
+        while not self._stopped.wait(min(TICK_S, self._interval_s / 2)):
             self.tick()
 
     def _maybe_log(self) -> None:
