@@ -176,25 +176,25 @@ class RequestBudget:
         waited = 0.0
         waiting = False
         while True:
+            if self._aborted.is_set():
+                with self._lock:
+                    if waiting:
+                        self._waiting -= 1
+                        if self._waiting == 0:
+                            self._held_s += self._clock() - self._held_since
+                raise RunAborted
             with self._lock:
                 now = self._clock()
                 if self._window_end is None:
                     self._window_end = now + self.window_s
-                elif now >= self._window_end:
-                    # Fixed windows from the first request, like Lofty's: they do not
-                    # drift with the moment the next request happens to come.
-                    elapsed_windows = (now - self._window_end) // self.window_s + 1
-                    self._window_end += elapsed_windows * self.window_s
-                    self._remaining = self.limit
+                else:
+                    self._roll(now)
                 if self._server_remaining is not None and now >= self._server_reset_at:
                     self._server_remaining = None
-                pause = 0.0
-                if self._remaining <= 0:
-                    pause = self._window_end - now
-                if self._server_remaining is not None and self._server_remaining <= 0:
-                    pause = max(pause, self._server_reset_at - now)
+                pause = self._pause(now)
                 if pause <= 0:
                     self._remaining -= 1
+                    self._window_used += 1
                     if self._server_remaining is not None:
                         self._server_remaining -= 1
                     self._in_flight += 1
