@@ -150,3 +150,39 @@ def test_failed_sync_aborts_the_client_and_leaves_no_worker(make_sim, monkeypatc
         time.sleep(0.05)
         busy = [t for t in threading.enumerate() if t.name == "progress"]
     assert not busy, "the progress ticker outlived the run"
+
+
+def test_tls_failure_in_a_sync_is_not_retried(make_sim, caplog):
+    sim = make_sim(leads=3, seed=1)
+    url = sim.url.replace("http://", "https://")
+    tap = TapLofty(config=sim_config(sim, api_url=url), validate_config=True)
+    with caplog.at_level(logging.INFO), pytest.raises(LoftyError) as caught:
+        tap.sync_all()
+    assert str(caught.value).startswith(
+        "GET /v1.0/leads: the TLS handshake with 127.0.0.1 failed (wrong version number); "
+        f"api_url is '{url}'."
+    )
+    assert tap.client.stats.retries == 0
+    assert "retry" not in caplog.text
+
+
+def test_urls_in_messages_drop_credentials_and_queries():
+    from tap_lofty.client import safe_url
+
+    assert safe_url("https://user:pa55@api.example.com:8443/base?token=abc") == (
+        "https://api.example.com:8443/base"
+    )
+    assert safe_url("http://127.0.0.1:8765") == "http://127.0.0.1:8765"
+
+
+def test_a_secret_in_api_url_stays_out_of_the_error(tmp_path):
+    from tests.tap_support import run_cli
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://me:hunter2-secret@127.0.0.1:{port}"
+    result = run_cli(["--test"], {"api_url": url, "api_key": "k"}, tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert f"api_url is 'http://127.0.0.1:{port}'" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout

@@ -359,6 +359,7 @@ def test_api_outage_stops_the_run_within_seconds_and_resumes(make_sim, tmp_path)
     assert stderr[-1][1] == errors[0][1], "the error must be the last line on stderr"
     assert "refused the connection" in errors[0][1] or "broke before" in errors[0][1]
     assert not any("Traceback" in line for _, line in stderr)
+    assert not any("An unhandled error occurred" in line for _, line in stderr)
     assert exited - error_at < 10
 
     # The last STATE is a safe resume point: a rerun from it loses no call.
