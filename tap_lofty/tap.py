@@ -243,7 +243,7 @@ class TapLofty(Tap):
         try:
             errors = super()._validate_config(raise_errors=True)
         except ConfigValidationError as exc:
-            errors = list(exc.errors)
+            errors = [_without_secret(e) for e in exc.errors]
         errors += _check_api_url(self.config.get("api_url"))
         has_key, has_token = bool(self.config.get("api_key")), bool(self.config.get("access_token"))
         if has_key == has_token:
@@ -475,6 +475,18 @@ def _check_api_url(api_url: Any) -> list[str]:
         f"api_url is {safe_url(api_url)!r}; it must start with https:// (or http:// for a "
         "local test server) and name a host, e.g. https://api.lofty.com."
     ]
+
+
+#: Settings whose values must never be shown, not even in a validation error.
+SECRET_SETTINGS = ("api_key", "access_token")
+
+
+def _without_secret(error: str) -> str:
+    """Return the error without the value, which the SDK quotes ("123 is not of type ...")."""
+    for name in SECRET_SETTINGS:
+        if error.endswith(f"in config['{name}']"):
+            return f"{name} must be a string (its value is not shown: it is a secret)"
+    return error
 
 
 def _sentence(text: str) -> str:

@@ -377,3 +377,13 @@ def test_api_outage_stops_the_run_within_seconds_and_resumes(make_sim, tmp_path)
     got = set(first.ids("calls")) | set(second.ids("calls"))
     assert want <= got, f"lost {len(want - got)} calls"
     assert len(second.ids("calls")) < len(want), "the rerun should resume, not start over"
+
+
+def test_a_mistyped_secret_is_not_quoted_in_the_error(tmp_path):
+    result = run_cli(["--test"], base_config(api_key=4815162342), tmp_path)
+    assert_one_clean_error(
+        result,
+        f"{ERROR}invalid settings (--config '{tmp_path}/config.json'): api_key must be a string "
+        f"(its value is not shown: it is a secret). Fix them and run again; {ABOUT}",
+    )
+    assert "4815162342" not in result.stderr
