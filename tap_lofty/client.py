@@ -7,12 +7,17 @@ sends it with the credential in the ``Authorization`` header, and then:
 - 2xx with valid JSON: returns the parsed body (integers stay exact Python ints);
 - 429: waits for the rate-limit window to reset and tries again, up to
   ``max_rate_limit_wait`` seconds in total;
-- 5xx, timeouts, dropped connections, a 2xx whose body is not valid JSON: retries
-  with exponential backoff and jitter, up to ``max_retries`` times;
+- 5xx, timeouts, refused or dropped connections, a 2xx whose body is not valid JSON:
+  retries with exponential backoff and jitter, up to ``max_retries`` times (a TLS
+  failure is not retried: it does not fix itself);
 - 401, 403, 400 and other 4xx: raises :class:`LoftyAPIError` at once, with one
   paragraph naming the endpoint, Lofty's code and message, and what to do.
 
 No message or log line carries the credential: requests are logged by path only.
+
+When the run fails, :meth:`LoftyClient.abort` stops every other thread at once: waits
+and backoffs end, and ``get()`` raises :class:`~tap_lofty.ratelimit.RunAborted`
+without logging, so the run's error is the last line the user sees.
 """
 
 from __future__ import annotations
@@ -20,15 +25,17 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3
 
-from tap_lofty.ratelimit import RequestBudget
+from tap_lofty.ratelimit import RequestBudget, RunAborted
 
 LOGGER = logging.getLogger("tap_lofty")
 
@@ -79,6 +86,8 @@ class ClientStats:
     retries: int = 0
     rate_limited: int = 0
     by_status: dict[int, int] = field(default_factory=dict)
+    #: Answered requests per path (the ETA tells listing pages from call pages).
+    by_path: dict[str, int] = field(default_factory=dict)
 
 
 def auth_header(*, api_key: str | None, access_token: str | None) -> str:
@@ -95,6 +104,26 @@ def auth_header(*, api_key: str | None, access_token: str | None) -> str:
     raise LoftyError(msg)
 
 
+class LoftyConnectionError(LoftyError):
+    """No response from Lofty at all: refused, unresolvable, TLS, timeout or a bad api_url."""
+
+
+@dataclass(frozen=True)
+class _NoResponse:
+    """Why a request got no complete response, and whether a retry can help."""
+
+    reason: str  # a clause naming the host, e.g. "127.0.0.1:8765 refused the connection"
+    kind: str  # refused, dns, tls, connect_timeout, read_timeout, dropped
+    retry: bool  # False when retrying cannot help (a TLS failure)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without a user:password part or a query, fit for a message or a log line."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 class LoftyClient:
     """Sends GET requests to Lofty under the shared request budget, with retries."""
 
@@ -108,9 +137,15 @@ class LoftyClient:
         user_agent: str = "tap-lofty",
         max_retries: int = 8,
         max_rate_limit_wait_s: float = 600.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        retry_no_response: bool = True,
+        backoff_base_s: float | None = None,
     ) -> None:
-        """Create a client for ``api_url``; ``authorization`` is the full header value."""
+        """Create a client for ``api_url``; ``authorization`` is the full header value.
+
+        ``retry_no_response=False`` (``--test``) fails at once when no response came
+        (refused, DNS, TLS, timeout): the user is waiting for a yes or no.
+        """
         self.api_url = api_url.rstrip("/")
         self._headers = {
             "Authorization": authorization,
@@ -123,10 +158,38 @@ class LoftyClient:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.max_rate_limit_wait_s = max_rate_limit_wait_s
+        self.retry_no_response = retry_no_response
+        self._backoff_base_s = backoff_base_s
         self._sleep = sleep
         self._local = threading.local()
         self._stats_lock = threading.Lock()
         self.stats = ClientStats()
+        # abort() takes this lock to set the event, and every retry or wait line is
+        # logged under it after checking the event: once abort() returns, no thread
+        # prints another line (the run's error is meant to be the last one).
+        self._abort_lock = threading.Lock()
+        self._aborted = threading.Event()
+
+    def abort(self) -> None:
+        """Stop every thread's requests: waits end at once and ``get()`` raises RunAborted.
+
+        Called when the run has failed, before its error is shown: worker threads still
+        retrying other leads then stop within moments, silently.
+        """
+        with self._abort_lock:
+            self._aborted.set()
+        self.budget.abort()
+
+    @property
+    def aborted(self) -> bool:
+        """Whether :meth:`abort` was called."""
+        return self._aborted.is_set()
+
+    def _log_unless_aborted(self, level: int, message: str, *args: Any) -> None:
+        with self._abort_lock:
+            if self._aborted.is_set():
+                raise RunAborted
+            LOGGER.log(level, message, *args)
 
     def get(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """GET ``path`` and return its JSON object, retrying what can be retried."""
@@ -134,76 +197,160 @@ class LoftyClient:
         attempt = 0
         rate_limit_waited = 0.0
         while True:
+            if self._aborted.is_set():
+                raise RunAborted
             self.budget.acquire()
             try:
-                response = self._session().get(
-                    self.api_url + path,
-                    params=params,
-                    headers=self._headers,
-                    timeout=self.timeout_s,
-                )
-                body_bytes = response.content  # a dropped connection raises here
-                self.budget.observe(response.headers)
-            except TRANSIENT_ERRORS as exc:
-                reason = f"{type(exc).__name__} (no complete response)"
-            else:
-                self._count(response.status_code)
-                status = response.status_code
-                if status == 429:
-                    wait = self.budget.wait_for_reset(response.headers)
-                    rate_limit_waited += wait
-                    with self._stats_lock:
-                        self.stats.rate_limited += 1
-                    if rate_limit_waited > self.max_rate_limit_wait_s:
-                        raise LoftyError(_rate_limit_message(endpoint, rate_limit_waited))
-                    LOGGER.info(
-                        "%s: 429 Too Many Requests; waiting %.1f s for Lofty's rate-limit "
-                        "window to reset.",
-                        endpoint,
-                        wait,
-                    )
-                    continue  # the wait happens in budget.acquire()
-                if 200 <= status < 300:
-                    try:
-                        body = json.loads(body_bytes)
-                    except ValueError:
-                        reason = f"HTTP {status} with a body that is not valid JSON"
-                    else:
-                        if isinstance(body, dict):
-                            return body
-                        raise LoftyError(
-                            f"{endpoint} returned HTTP {status} with a JSON "
-                            f"{type(body).__name__} where Lofty documents an object. The "
-                            "API has changed or api_url points at something else; check "
-                            "api_url."
-                        )
-                elif status >= 500:
-                    reason = f"HTTP {status}"
-                else:
-                    raise _client_error(endpoint, response, params)
+                outcome = self._attempt(endpoint, path, params)
             finally:
                 self.budget.release()
-            attempt += 1
-            if attempt > self.max_retries:
-                raise LoftyError(
-                    f"{endpoint} failed {attempt} times in a row (last: {reason}). Lofty "
-                    "or the network is having trouble; the run stopped rather than skip "
-                    "data. Run again later (the last STATE lets the next run resume), or "
-                    "raise max_retries."
+            if isinstance(outcome, dict):
+                return outcome
+            if isinstance(outcome, float):  # 429: wait for the window, not a retry
+                rate_limit_waited += outcome
+                if rate_limit_waited > self.max_rate_limit_wait_s:
+                    raise LoftyError(_rate_limit_message(endpoint, rate_limit_waited))
+                self._log_unless_aborted(
+                    logging.INFO,
+                    "%s: 429 Too Many Requests; waiting %.1f s for Lofty's rate-limit "
+                    "window to reset.",
+                    endpoint,
+                    outcome,
                 )
-            wait = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
-            wait = random.uniform(wait / 2, wait)
-            with self._stats_lock:
-                self.stats.retries += 1
-            LOGGER.warning(
-                "%s: %s; retry %d of %d in %.1f s.",
-                endpoint,
-                reason,
-                attempt,
-                self.max_retries,
-                wait,
+                continue  # the wait happens in budget.acquire()
+            attempt += 1
+            self._back_off(endpoint, attempt, outcome)
+
+    def _attempt(
+        self, endpoint: str, path: str, params: Mapping[str, Any]
+    ) -> dict[str, Any] | str | float:
+        """Send one request: the body, a retryable reason, or the wait a 429 asks for."""
+        try:
+            response = self._session().get(
+                self.api_url + path, params=params, headers=self._headers, timeout=self.timeout_s
             )
+            body_bytes = response.content  # a dropped connection raises here
+            self.budget.observe(response.headers)
+        except TRANSIENT_ERRORS as exc:
+            if self._aborted.is_set():
+                raise RunAborted from None
+            failure = self._no_response(exc)
+            # --test retries only a connection that broke mid-answer (once): the other
+            # failures will not have gone away a second later.
+            fail_now = not self.retry_no_response and failure.kind != "dropped"
+            if fail_now or not failure.retry:
+                raise LoftyConnectionError(self._no_response_message(endpoint, failure)) from None
+            return failure.reason
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+        ):
+            raise LoftyConnectionError(
+                f"api_url {safe_url(self.api_url)!r} is not a usable URL; it must look like "
+                "https://api.lofty.com (http:// only for a local test server)."
+            ) from None
+        if self._aborted.is_set():
+            raise RunAborted
+        status = response.status_code
+        self._count(path, status)
+        if status == 429:
+            with self._stats_lock:
+                self.stats.rate_limited += 1
+            return float(self.budget.wait_for_reset(response.headers))
+        if status >= 500:
+            return f"HTTP {status}"
+        if not 200 <= status < 300:
+            raise _client_error(endpoint, response, params)
+        try:
+            body = json.loads(body_bytes)
+        except ValueError:
+            return f"HTTP {status} with a body that is not valid JSON"
+        if not isinstance(body, dict):
+            raise LoftyError(
+                f"{endpoint} returned HTTP {status} with a JSON {type(body).__name__} where "
+                "Lofty documents an object. The API has changed or api_url points at "
+                "something else; check api_url."
+            )
+        return body
+
+    def _back_off(self, endpoint: str, attempt: int, reason: str) -> None:
+        """Wait before retry number ``attempt``, or raise if retries are used up."""
+        if attempt > self.max_retries:
+            raise LoftyError(
+                f"{endpoint} failed {attempt} times in a row (last: {reason}). Lofty or the "
+                "network is having trouble; the run stopped rather than skip data. Check "
+                f"api_url ({safe_url(self.api_url)}) if this persists; otherwise run again "
+                "later (the last STATE lets the next run resume), or raise max_retries."
+            )
+        base = BACKOFF_BASE_S if self._backoff_base_s is None else self._backoff_base_s
+        wait = min(BACKOFF_CAP_S, base * 2 ** (attempt - 1))
+        wait = random.uniform(wait / 2, wait)
+        with self._stats_lock:
+            self.stats.retries += 1
+        self._log_unless_aborted(
+            logging.WARNING,
+            "%s: %s; retry %d of %d in %.1f s.",
+            endpoint,
+            reason,
+            attempt,
+            self.max_retries,
+            wait,
+        )
+        if self._sleep is None:
+            self._aborted.wait(wait)  # abort() ends the backoff at once
+        else:
             self._sleep(wait)
+
+    def _no_response(self, exc: Exception) -> _NoResponse:
+        """Say which host failed how, from requests' and urllib3's exception chain."""
+        parts = urlsplit(self.api_url)
+        host = parts.hostname or parts.netloc
+        where = f"{host}:{parts.port}" if parts.port else host
+        timeout = f"{self.timeout_s:g} s (request_timeout)"
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        if isinstance(exc, requests.exceptions.SSLError):
+            # e.g. "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"
+            found = re.search(r"\]\s*([^()\[\]]+?)\s*(?:\(_ssl|$)", str(reason or exc))
+            detail = found.group(1) if found else "SSL error"
+            return _NoResponse(f"the TLS handshake with {host} failed ({detail})", "tls", False)
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return _NoResponse(
+                f"{where} did not accept a connection within {timeout}", "connect_timeout", True
+            )
+        if isinstance(exc, requests.Timeout):
+            return _NoResponse(f"{where} did not answer within {timeout}", "read_timeout", True)
+        if isinstance(reason, urllib3.exceptions.NameResolutionError):
+            return _NoResponse(f"the host name {host} could not be resolved (DNS)", "dns", True)
+        if isinstance(reason, urllib3.exceptions.NewConnectionError):
+            refused = "refused" in str(reason).lower()
+            said = f"{where} refused the connection" if refused else f"could not connect to {where}"
+            return _NoResponse(said, "refused", True)
+        return _NoResponse(
+            f"the connection to {where} broke before a complete response ({type(exc).__name__})",
+            "dropped",
+            True,
+        )
+
+    def _no_response_message(self, endpoint: str, failure: _NoResponse) -> str:
+        url = safe_url(self.api_url)
+        if failure.kind == "tls":
+            advice = (
+                "Check api_url: Lofty is https://api.lofty.com (http:// only for a local test "
+                "server), and any proxy that intercepts TLS."
+            )
+        elif failure.kind in ("connect_timeout", "read_timeout"):
+            advice = (
+                "Lofty or the network is slow or a firewall drops the traffic; try again, or "
+                "raise request_timeout."
+            )
+        elif failure.kind == "dns":
+            advice = "Check api_url for a typo, and this machine's DNS and proxy settings."
+        else:
+            advice = (
+                "Check api_url and that this machine can reach that host (firewall, proxy, VPN)."
+            )
+        return f"{endpoint}: {failure.reason}; api_url is {url!r}. {advice}"
 
     def _session(self) -> requests.Session:
         # requests.Session is not documented as thread-safe: one per worker thread.
@@ -213,10 +360,11 @@ class LoftyClient:
             self._local.session = session
         return session
 
-    def _count(self, status: int) -> None:
+    def _count(self, path: str, status: int) -> None:
         with self._stats_lock:
             self.stats.requests += 1
             self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+            self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
 
 
 def _rate_limit_message(endpoint: str, waited: float) -> str:

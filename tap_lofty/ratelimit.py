@@ -12,11 +12,39 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 #: Lofty resets its rate-limit window every 60 s.
 WINDOW_S = 60.0
 #: Added to every wait for a reset, so a request never lands just before it.
 RESET_MARGIN_S = 1.0
+
+
+class RunAborted(Exception):  # noqa: N818 (not an error of its own: the reason is elsewhere)
+    """The run has already failed for another reason; stop quietly.
+
+    Raised in worker threads after :meth:`RequestBudget.abort` (or
+    ``LoftyClient.abort``), so that they neither wait nor retry nor log once the
+    run's real error is on its way to the user.
+    """
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    """A snapshot of the budget, for progress lines and the ETA."""
+
+    limit: int
+    window_s: float
+    #: Requests sent in the current window (0 before the first request).
+    used: int
+    #: Seconds until the current window ends; None before the first request.
+    window_left_s: float | None
+    #: Requests sent in the last complete window; None until one has completed.
+    last_full_window: int | None
+    #: Seconds a request would have to wait now (0 when one may go at once).
+    wait_s: float
+    #: Whether the wait is Lofty's (X-RateLimit-Remaining or a 429) rather than ours.
+    server_held: bool
 
 
 def seconds_until_reset(raw: str | None, *, now: float, window_s: float = WINDOW_S) -> float | None:
@@ -62,9 +90,12 @@ class RequestBudget:
         window_s: float = WINDOW_S,
         *,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
-        """Create a budget of ``requests_per_window`` requests every ``window_s`` s."""
+        """Create a budget of ``requests_per_window`` requests every ``window_s`` s.
+
+        ``sleep`` is for tests with a fake clock; by default waits end early on abort().
+        """
         if requests_per_window < 1:
             msg = "requests_per_window must be at least 1"
             raise ValueError(msg)
@@ -87,31 +118,83 @@ class RequestBudget:
         self._waiting = 0
         self._held_since = 0.0
         self._held_s = 0.0
+        self._window_used = 0
+        self._last_full_window: int | None = None
+        # Set by abort(): waits end at once, and acquire() raises RunAborted.
+        self._aborted = threading.Event()
+
+    def abort(self) -> None:
+        """Wake every waiting thread and refuse further requests (the run has failed)."""
+        self._aborted.set()
+
+    def _roll(self, now: float) -> None:
+        """Start a new window if the current one has ended (caller holds the lock)."""
+        if self._window_end is None or now < self._window_end:
+            return
+        # Fixed windows from the first request, like Lofty's: they do not drift with
+        # the moment the next request happens to come.
+        elapsed_windows = (now - self._window_end) // self.window_s + 1
+        self._window_end += elapsed_windows * self.window_s
+        # A window without requests between the two was complete too, and empty.
+        self._last_full_window = self._window_used if elapsed_windows == 1 else 0
+        self._window_used = 0
+        self._remaining = self.limit
+
+    def _pause(self, now: float) -> float:
+        pause = 0.0
+        if self._window_end is not None and self._remaining <= 0:
+            pause = self._window_end - now
+        if self._server_remaining is not None and self._server_remaining <= 0:
+            pause = max(pause, self._server_reset_at - now)
+        return pause
+
+    def status(self) -> BudgetStatus:
+        """Where the budget stands now."""
+        with self._lock:
+            now = self._clock()
+            self._roll(now)
+            if self._server_remaining is not None and now >= self._server_reset_at:
+                self._server_remaining = None
+            own_wait = (
+                self._window_end - now
+                if self._window_end is not None and self._remaining <= 0
+                else 0.0
+            )
+            wait = self._pause(now)
+            return BudgetStatus(
+                limit=self.limit,
+                window_s=self.window_s,
+                used=self._window_used,
+                window_left_s=None if self._window_end is None else self._window_end - now,
+                last_full_window=self._last_full_window,
+                wait_s=max(wait, 0.0),
+                server_held=wait > own_wait,
+            )
 
     def acquire(self) -> float:
         """Block until one more request may be sent; return the seconds waited."""
         waited = 0.0
         waiting = False
         while True:
+            if self._aborted.is_set():
+                with self._lock:
+                    if waiting:
+                        self._waiting -= 1
+                        if self._waiting == 0:
+                            self._held_s += self._clock() - self._held_since
+                raise RunAborted
             with self._lock:
                 now = self._clock()
                 if self._window_end is None:
                     self._window_end = now + self.window_s
-                elif now >= self._window_end:
-                    # Fixed windows from the first request, like Lofty's: they do not
-                    # drift with the moment the next request happens to come.
-                    elapsed_windows = (now - self._window_end) // self.window_s + 1
-                    self._window_end += elapsed_windows * self.window_s
-                    self._remaining = self.limit
+                else:
+                    self._roll(now)
                 if self._server_remaining is not None and now >= self._server_reset_at:
                     self._server_remaining = None
-                pause = 0.0
-                if self._remaining <= 0:
-                    pause = self._window_end - now
-                if self._server_remaining is not None and self._server_remaining <= 0:
-                    pause = max(pause, self._server_reset_at - now)
+                pause = self._pause(now)
                 if pause <= 0:
                     self._remaining -= 1
+                    self._window_used += 1
                     if self._server_remaining is not None:
                         self._server_remaining -= 1
                     self._in_flight += 1
@@ -127,8 +210,12 @@ class RequestBudget:
                     if self._waiting == 0:
                         self._held_since = now
                     self._waiting += 1
-            # Sleep outside the lock so other threads can observe() meanwhile.
-            self._sleep(pause)
+            # Sleep outside the lock so other threads can observe() meanwhile; the
+            # default sleep is the abort event's wait, so abort() ends it at once.
+            if self._sleep is None:
+                self._aborted.wait(pause)
+            else:
+                self._sleep(pause)
             waited += pause
 
     def held_s(self) -> float:

@@ -285,6 +285,10 @@ class LeadsStream(LoftyStream):
         """Yield every lead, keeping the next leads' history fetches in flight."""
         histories = self._histories()
         progress = self.lofty.progress
+        progress.reads_histories = bool(histories)
+        progress.leads_done_before = max(
+            (h.bookmark.leads_done_before for h in histories), default=0
+        )
         changed = self._detect_changes(histories)
         if changed is not None:
             progress.leads_total = len(changed)
@@ -302,8 +306,10 @@ class LeadsStream(LoftyStream):
                         history.start(lead)
                     ahead.append(lead)
                     while len(ahead) > lookahead:
+                        progress.lead_listed()
                         yield ahead.popleft()
             while ahead:
+                progress.lead_listed()
                 yield ahead.popleft()
         # else: only children are selected and the feed named their leads: no listing.
         for history in histories:
@@ -559,7 +565,7 @@ class LeadHistoryStream(LoftyStream):
             self._refuse(exc)
             return
         bookmark.lead_done(lead)
-        self.lofty.progress.lead_finished(count)
+        self.lofty.progress.lead_finished(self.name, count)
         if time.monotonic() - self._last_state_write >= self.STATE_INTERVAL_S:
             self.state_manager.is_flushed = False
 

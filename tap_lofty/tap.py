@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import click
 from singer_sdk import Stream, Tap
@@ -14,20 +19,43 @@ from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError
 from singer_sdk.helpers._classproperty import classproperty
+from singer_sdk.helpers._util import load_json
 from singer_sdk.helpers.capabilities import CapabilitiesEnum, PluginCapabilities, TapCapabilities
 from singer_sdk.plugin_base import _ConfigInput
 from singer_sdk.singerlib import Message, RecordMessage
 from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
-from tap_lofty.client import LoftyClient, LoftyError, auth_header
+from tap_lofty.client import LoftyClient, LoftyError, auth_header, safe_url
 from tap_lofty.pagination import LEADS_PATH, to_id
 from tap_lofty.progress import Progress
-from tap_lofty.ratelimit import WINDOW_S, RequestBudget
+from tap_lofty.ratelimit import WINDOW_S, RequestBudget, RunAborted
 from tap_lofty.streams import CallsStream, EmailsStream, LeadsStream, TextsStream
 
 LOGGER = logging.getLogger("tap_lofty")
 VERSION = version("tap-lofty")
+
+#: ``--test`` answers within seconds: it waits at most this long for one response,
+#: and for a rate-limit window.
+TEST_TIMEOUT_S = 10.0
+#: ``--test`` retries a 5xx or a broken answer once, this soon.
+TEST_RETRY_S = 0.5
+#: click's ``ctx.meta`` key for the ``--config`` arguments, to name them in errors.
+_CONFIG_SOURCES = "tap_lofty.config_sources"
+
+
+class _QuietCleanErrors(logging.Filter):
+    """Drops the SDK's "An unhandled error occurred while syncing" for the tap's own errors.
+
+    A LoftyError is explained in one paragraph by main(); the SDK's line, logged while
+    the error passes through each stream, only comes before it as noise.
+    """
+
+    @override
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("An unhandled error occurred"):
+            return True
+        return not isinstance(sys.exc_info()[1], LoftyError | RunAborted)
 
 
 class LoftyMessageWriter(MsgSpecWriter):
@@ -251,11 +279,21 @@ class TapLofty(Tap):
     @cached_property
     def progress(self) -> Progress:
         """Counters behind the progress lines and the end-of-run summary."""
-        return Progress(self.client.stats, self.client.budget)
+        return Progress(
+            self.client.stats,
+            self.client.budget,
+            leads_page_size=self.config["leads_page_size"],
+        )
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
-        errors = super()._validate_config(raise_errors=False)
+        # Asked to raise, the SDK hands over its errors without logging a warning line
+        # first; the user gets them all in one paragraph (see main()).
+        try:
+            errors = super()._validate_config(raise_errors=True)
+        except ConfigValidationError as exc:
+            errors = [_without_secret(e) for e in exc.errors]
+        errors += _check_api_url(self.config.get("api_url"))
         has_key, has_token = bool(self.config.get("api_key")), bool(self.config.get("access_token"))
         if has_key == has_token:
             errors.append(
@@ -264,19 +302,70 @@ class TapLofty(Tap):
                 + ("both are set." if has_key else "neither is set.")
             )
         if errors and raise_errors:
+            # The reasons go in the message too: without them a traceback says only
+            # "Config validation failed".
             raise ConfigValidationError(
-                "Config validation failed", errors=errors, schema=self.config_jsonschema
+                "Config validation failed: " + " ".join(_sentence(e) for e in errors),
+                errors=errors,
+                schema=self.config_jsonschema,
             )
         return errors
 
-    def check_connection(self) -> str:
+    # The SDK marks sync_all final; this override only wraps it (progress, abort).
+    @override  # type: ignore[misc]
+    def sync_all(self) -> None:
+        """Sync all streams, with progress lines; on failure stop every thread at once.
+
+        When the run fails, the client is aborted before the error travels on: call
+        fetches still retrying for other leads stop within moments and print nothing,
+        and worker threads cannot keep the failed process alive.
+        """
+        quiet = _QuietCleanErrors()
+        for stream in self.streams.values():
+            stream.logger.addFilter(quiet)
+        progress = self.progress
+        progress.start()
+        try:
+            super().sync_all()
+        except BaseException:
+            self.client.abort()
+            raise
+        finally:
+            progress.stop()
+            for stream in self.streams.values():
+                stream.logger.removeFilter(quiet)
+
+    def test_client(self) -> LoftyClient:
+        """A client for ``--test``: short timeout, no retry when nothing answers.
+
+        The user waits for a yes or no, so a refused connection, a DNS or TLS failure
+        or a timeout is reported at once instead of after minutes of backoff.
+        """
+        config = self.config
+        return LoftyClient(
+            api_url=config["api_url"],
+            authorization=auth_header(
+                api_key=config.get("api_key"), access_token=config.get("access_token")
+            ),
+            # Two requests: never wait for a new window for the second one.
+            budget=RequestBudget(max(config["requests_per_minute"], 2), WINDOW_S),
+            timeout_s=min(config["request_timeout"], TEST_TIMEOUT_S),
+            user_agent=config["user_agent"],
+            max_retries=1,
+            max_rate_limit_wait_s=min(config["max_rate_limit_wait"], TEST_TIMEOUT_S),
+            retry_no_response=False,
+            backoff_base_s=TEST_RETRY_S,
+        )
+
+    def check_connection(self, client: LoftyClient | None = None) -> str:
         """Check the credential with one leads request and one calls request."""
-        body = self.client.get(LEADS_PATH, {"limit": 1})
+        client = client or self.client
+        body = client.get(LEADS_PATH, {"limit": 1})
         leads = body.get("leads") or []
         if not leads:
             return "the leads endpoint answered; no lead to try the calls endpoint with"
         lead_id = to_id(leads[0].get("leadId"), "leadId")
-        self.client.get(CallsStream.path, {"leadId": lead_id, "limit": 1})
+        client.get(CallsStream.path, {"leadId": lead_id, "limit": 1})
         return "both the leads and the calls endpoints answered"
 
     @override
@@ -284,17 +373,189 @@ class TapLofty(Tap):
     def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
         """``--test``: say in one line whether the credentials work (exit 1 if not)."""
         if value != CliTestOptionValue.All.value:
-            super().cb_test(ctx, param, value)
+            with _config_errors_explained(ctx):
+                super().cb_test(ctx, param, value)
             return
         config: _ConfigInput = ctx.params.get("config", _ConfigInput())
-        tap = cls(config=config.config, parse_env_config=config.parse_env, validate_config=True)
-        outcome = tap.check_connection()  # raises LoftyError with the reason
+        with _config_errors_explained(ctx):
+            tap = cls(config=config.config, parse_env_config=config.parse_env, validate_config=True)
+        try:
+            outcome = tap.check_connection(tap.test_client())
+        except LoftyError as exc:
+            raise LoftyError(f"connection test failed: {exc}") from exc
         LOGGER.info(
             "Connection test passed: %s accepted the credential; %s.",
-            tap.config["api_url"],
+            safe_url(tap.config["api_url"]),
             outcome,
         )
         ctx.exit()
+
+    @override
+    @classmethod
+    def cb_config(
+        cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]
+    ) -> _ConfigInput:
+        """Read the ``--config`` files, naming the one that cannot be read."""
+        ctx.meta[_CONFIG_SOURCES] = value
+        config: dict[str, Any] = {}
+        parse_env = False
+        for path in value:
+            if path == "ENV":
+                parse_env = True
+                continue
+            file_config = _read_json_file(path, "--config")
+            if not isinstance(file_config, dict):
+                raise LoftyError(
+                    f"the --config file {path!r} holds a JSON {_json_kind(file_config)}, not "
+                    'an object of settings like {"api_key": "..."}. Fix that file.'
+                )
+            config |= file_config
+        return _ConfigInput(config=config, parse_env=parse_env)
+
+    @override
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: _ConfigInput | None = None,
+        state: str | None = None,
+        catalog: str | None = None,
+    ) -> None:
+        """Sync, as the SDK does, but with --state and --catalog read and checked by name.
+
+        The SDK's version would take a JSON list as the state, i.e. silently run a
+        full sync, and cannot say which file is not valid JSON.
+        """
+        if about:
+            cls.print_about(about_format)
+            sys.exit(0)
+        cls.print_version(print_fn=cls.logger.info)
+        config = config or _ConfigInput()
+        state_dict = None if state is None else _read_json_file(state, "--state")
+        if state_dict is not None and not isinstance(state_dict, dict):
+            raise LoftyError(
+                f"the --state file {state!r} holds a JSON {_json_kind(state_dict)}, not a "
+                'Singer state object like {"bookmarks": {...}}. Give it the value of the '
+                "last STATE message of an earlier run, or leave --state out for a full sync."
+            )
+        catalog_dict = None if catalog is None else _read_json_file(catalog, "--catalog")
+        if catalog_dict is not None and not isinstance(catalog_dict, dict):
+            raise LoftyError(
+                f"the --catalog file {catalog!r} holds a JSON {_json_kind(catalog_dict)}, "
+                'not a Singer catalog like {"streams": [...]}. Make one with '
+                "`tap-lofty --discover > catalog.json`."
+            )
+        with _config_errors_explained(click.get_current_context(silent=True)):
+            tap = cls(
+                config=config.config,
+                state=state_dict,
+                catalog=catalog_dict,
+                parse_env_config=config.parse_env,
+                validate_config=True,
+            )
+        tap.sync_all()
+
+    @override
+    @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """Return the SDK's command, with a truthful --test help and --state/--catalog as paths."""
+        command = super().get_singer_command()
+        for param in command.params:
+            if param.name == "test" and isinstance(param, click.Option):
+                param.help = (
+                    "Check api_url and the credential with one small request to each "
+                    "endpoint (one lead, one call), answer in one line within seconds, and "
+                    "exit (1 on failure). --test=schema prints the SCHEMA messages instead."
+                )
+            elif param.name in ("state", "catalog"):
+                # Read by invoke(), so that a missing or broken file is one clear error
+                # naming it (exit 1) rather than click's usage message (exit 2).
+                param.type = click.STRING
+        return command
+
+
+def _read_json_file(path: str, option: str) -> Any:
+    """Parse a JSON file given to ``option``, or raise a LoftyError that names it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        where = "" if os.path.isabs(path) else f" Relative paths start from {os.getcwd()}."
+        raise LoftyError(
+            f"File at '{path}' was not found. Check the path given to {option}.{where}"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoftyError(
+            f"the {option} file {path!r} cannot be read ({exc.__class__.__name__}: "
+            f"{getattr(exc, 'strerror', None) or exc}). Check the path given to {option}."
+        ) from None
+    try:
+        return load_json(text)
+    except ValueError as exc:  # simplejson's JSONDecodeError
+        hint = (
+            " A broken --state can also be removed (with Meltano: `meltano state clear "
+            "<state id>`) for a full sync."
+            if option == "--state"
+            else ""
+        )
+        raise LoftyError(
+            "a file given to --config, --state or --catalog is not valid JSON "
+            f"({option} {path!r}: {exc}). Fix that file.{hint}"
+        ) from None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", type(None): "null"}
+    return kinds.get(type(value), "number")
+
+
+def _check_api_url(api_url: Any) -> list[str]:
+    """Return what is wrong with api_url; ``127.0.0.1:8765`` passes the SDK's "uri" check."""
+    if not isinstance(api_url, str):
+        return []  # the schema check reports the wrong type
+    parts = urlsplit(api_url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return []
+    return [
+        f"api_url is {safe_url(api_url)!r}; it must start with https:// (or http:// for a "
+        "local test server) and name a host, e.g. https://api.lofty.com."
+    ]
+
+
+#: Settings whose values must never be shown, not even in a validation error.
+SECRET_SETTINGS = ("api_key", "access_token")
+
+
+def _without_secret(error: str) -> str:
+    """Return the error without the value, which the SDK quotes ("123 is not of type ...")."""
+    for name in SECRET_SETTINGS:
+        if error.endswith(f"in config['{name}']"):
+            return f"{name} must be a string (its value is not shown: it is a secret)"
+    return error
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+@contextmanager
+def _config_errors_explained(ctx: click.Context | None) -> Iterator[None]:
+    """Turn a ConfigValidationError into a LoftyError naming where the settings came from."""
+    try:
+        yield
+    except ConfigValidationError as exc:
+        sources: Sequence[str] = ctx.meta.get(_CONFIG_SOURCES, ()) if ctx else ()
+        files = [s for s in sources if s != "ENV"]
+        parts = [f"--config {', '.join(repr(f) for f in files)}"] if files else []
+        if "ENV" in sources:
+            parts.append("TAP_LOFTY_* environment variables")
+        where = " and ".join(parts) if parts else "no --config given"
+        reasons = " ".join(_sentence(e) for e in exc.errors) or str(exc)
+        raise LoftyError(
+            f"invalid settings ({where}): {reasons} Fix them and run again; "
+            "`tap-lofty --about` describes every setting."
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -304,21 +565,10 @@ def main(argv: list[str] | None = None) -> Any:
     except LoftyError as exc:
         # Known failures are explained by their message; a traceback adds only noise.
         _fail(str(exc))
-    except FileNotFoundError as exc:
-        if not str(exc).startswith("File at "):  # the SDK's words for a --config path
-            raise
-        _fail(f"{exc} Check the path given to --config.")
-    except ValueError as exc:
-        # The SDK parses --config, --state and --catalog with simplejson or json.
-        if type(exc).__name__ != "JSONDecodeError":
-            raise
-        _fail(
-            f"a file given to --config, --state or --catalog is not valid JSON ({exc}). Fix "
-            "that file; a broken --state can also be removed (with Meltano: `meltano state "
-            "clear <state id>`) for a full sync."
-        )
+    except RunAborted:  # pragma: no cover (the run's own error is raised instead)
+        _fail("the run was stopped after an earlier error.")
 
 
 def _fail(message: str) -> NoReturn:
-    print(f"tap-lofty: error: {message}", file=sys.stderr)
+    print(f"tap-lofty: error: {message}", file=sys.stderr, flush=True)
     sys.exit(1)

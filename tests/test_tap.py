@@ -221,7 +221,7 @@ def test_deleted_lead_is_skipped_with_a_warning(make_sim, caplog):
         c["leadId"] for c in sim.all_calls() if c["leadId"] != gone
     }
     assert f"Lead {gone} was listed but Lofty answered 404" in caplog.text
-    assert "1 lead(s) gone before their calls" in caplog.text
+    assert "1 lead(s) gone before their records were read" in caplog.text
 
 
 def test_401_gives_one_clear_error_and_nonzero_exit(make_sim, tmp_path):

@@ -433,7 +433,7 @@ def test_progress_lines_every_interval_and_summary(caplog):
         for _ in range(10):  # 10 leads, 3 calls and 2 requests each, one every 2.5 s
             clock.now += 2.5
             stats.requests += 2
-            progress.lead_finished(3)
+            progress.lead_finished("calls", 3)
         progress.lead_skipped(77)
         summary = progress.summary()
     lines = [r.getMessage() for r in caplog.records]
@@ -446,5 +446,5 @@ def test_progress_lines_every_interval_and_summary(caplog):
     assert summary == (
         "Sync finished: leads 10/40, calls 30, requests 20 (48/min), rate-limit wait 0.0 s, "
         "retries 0, elapsed 25s, longest rate-limit wait 0.0 s, 429s 0; "
-        "1 lead(s) gone before their calls: 77"
+        "1 lead(s) gone before their records were read: 77"
     )
