@@ -1,10 +1,14 @@
 """A per-lead history stream's state: one small bookmark for the whole account, not one per lead.
 
-Layout of ``bookmarks.<stream>`` (``calls``, ...) in STATE::
+Layout of ``bookmarks.<stream>`` (``calls``, ``texts``, ``emails``) in STATE::
 
     {"replication_key": "id",
      "replication_key_value": 7265..,     # every record with a lower or equal id is loaded
+     "feedFrom": "2026-11-28T15:10:00Z",  # where the next feed window starts (last cut-off)
+     "lastFullScan": "2026-11-25T02:00:00Z",  # cut-off of the last full per-lead scan
+     "fullScanBookmark": 7001..,          # the bookmark that scan ended with
      "resume": {                          # only while a run is unfinished
+         "mode": "feed",                  # or "full": what the interrupted run was doing
          "createdBefore": "2026-11-28T15:10:00Z",  # this run's cut-off time
          "maxIdCreatedBefore": 7266..,    # highest id seen among records created before it
          "leadsCreatedBefore": "2026-01-03T08:00:00Z",  # see "Resume" below
@@ -14,6 +18,13 @@ Layout of ``bookmarks.<stream>`` (``calls``, ...) in STATE::
 Assumption (Lofty's ids are time-ordered, as its 15+ digit ids suggest): a record created
 later gets a higher id. Then a run that asks every lead for ids above the bookmark
 (``currentId``) gets every record created since the previous run, on old and new leads.
+
+Change detection (:class:`ChangeDetection`): a run is a full scan (every lead, above
+``fullScanBookmark``) on the first run, when ``change_detection`` is ``full`` or when the
+last full scan is older than ``full_scan_interval_days``; otherwise a feed run, reading
+only the leads the communications feed names from ``feedFrom`` on. A feed run's cut-off
+lies ``feed_overlap_minutes`` back, so a record the feed shows late is still above the
+next bookmark and inside the next window.
 
 Why a cut-off: a run visits leads one after another, so a call created on lead A after
 A was visited is missed by this run, while lead B, visited later, may show a call with
