@@ -14,13 +14,12 @@ import tap_lofty.progress
 import tap_lofty.tap
 from tap_lofty.client import ClientStats
 from tap_lofty.pagination import LEADS_PATH
-from tap_lofty.streams import CallsStream
-
-CALLS_PATH = CallsStream.path
 from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import RequestBudget
+from tap_lofty.streams import CallsStream
 from tests.tap_support import run_tap, sim_config
 
+CALLS_PATH = CallsStream.path
 START = 1_790_000_000.0
 
 
