@@ -55,7 +55,16 @@ LEADS_ORDERS = ("as_asked", "newest_first", "shuffled_per_page", "ignore_sort_st
 #: How ``GET /v2.0/communication/agent`` answers (see ``SimConfig.feed_mode``).
 FEED_MODES = ("available", "no_team_permission", "no_scope", "absent")
 #: Endpoints that ``SimConfig.missing_scopes`` can withhold from the app (403 200100).
-SCOPES = ("leads", "calls", "texts", "emails")
+SCOPES = (
+    "leads",
+    "calls",
+    "texts",
+    "emails",
+    "members",
+    "lead_stages",
+    "ponds",
+    "transactions",
+)
 
 # Fields that shape the generated data set; changing them would need a new simulator.
 DATA_FIELDS = frozenset(
@@ -68,6 +77,7 @@ DATA_FIELDS = frozenset(
         "texts_per_lead_mean",
         "emails_per_lead_mean",
         "big_text_leads",
+        "team_members",
     }
 )
 
@@ -105,6 +115,14 @@ class SimConfig:
     #: Mean emails sent per lead; each is one ``Sent`` row, often followed by an ``Opened`` or
     #: ``Bounced`` row (``/v1.0/communication/email`` serves one row per email event).
     emails_per_lead_mean: float = 3.0
+    #: Members of the team (``GET /v1.0/members``): the 12 agents and the lender first, then
+    #: admins, assistants and agents without leads; at least 13.
+    team_members: int = 40
+    #: The largest ``limit`` ``GET /v1.0/members`` accepts; above it 400 LIMIT_PARAM_OVERSIZE
+    #: (Lofty does not state its maximum: a GUESS).
+    members_max_limit: int = 50
+    #: Whether that 400's message states the maximum (``... must not exceed 50``).
+    members_limit_in_message: bool = False
     cursor_mode: str = "exclusive"
     metadata_key: str = "_metadata"
     leads_default_limit: int = 25
@@ -135,7 +153,7 @@ class SimConfig:
     access_token: str = "sim-access-token-3b8e61f0a9d24c57"
     no_calls_scope_token: str = "sim-noscope-token"
     #: Endpoints the app is not granted, for every credential: 403 ``{"code": 200100, ...}``.
-    #: Any of ``leads``, ``calls``, ``texts``, ``emails`` (the feed: ``feed_mode="no_scope"``).
+    #: Any of :data:`SCOPES` (the feed: ``feed_mode="no_scope"``).
     missing_scopes: tuple[str, ...] = ()
     #: ``GET /v2.0/communication/agent``: ``available``; ``no_team_permission`` (the caller
     #: lacks ACCESS_ALL_TEAM_LEADS: ``teamView=true`` answers 400); ``no_scope`` (the app is not
@@ -150,6 +168,10 @@ class SimConfig:
         """Validate and normalise (fault kinds to plain ``str``, ``faults_at`` keys to ``int``)."""
         if self.leads < 0:
             raise ValueError("leads must be >= 0")
+        if self.team_members < 13:
+            raise ValueError("team_members must be >= 13 (the agents and the lender)")
+        if self.members_max_limit < 25:
+            raise ValueError("members_max_limit must be >= 25 (the documented default limit)")
         if self.big_leads < 0:
             raise ValueError("big_leads must be >= 0")
         if not 0.0 <= self.live_shape_share <= 1.0:

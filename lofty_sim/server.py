@@ -27,16 +27,29 @@ from urllib.parse import parse_qs, urlsplit
 
 from lofty_sim.config import DATA_FIELDS, Fault, SimConfig
 from lofty_sim.data import CALLER_AGENT_ID, DAY_MS, Dataset, LeadState, dumps, feed_item
+from lofty_sim.team import build_members, build_ponds, build_stages, build_transactions
 
 LEADS_PATH = "/v1.0/leads"
 CALLS_PATH = "/v1.0/communication/call"
 TEXTS_PATH = "/v1.0/communication/text"
 EMAILS_PATH = "/v1.0/communication/email"
 FEED_PATH = "/v2.0/communication/agent"
+MEMBERS_PATH = "/v1.0/members"
+STAGES_PATH = "/v1.0/teamFeatures/lead-pipelines"
+PONDS_PATH = "/v1.0/team-features/lead-ponds"
+TRANSACTIONS_PATH = "/v2.0/transactions"
+#: The team-level endpoints, by their ``SimConfig.missing_scopes`` name.
+TEAM_PATHS = {
+    MEMBERS_PATH: "members",
+    STAGES_PATH: "lead_stages",
+    PONDS_PATH: "ponds",
+    TRANSACTIONS_PATH: "transactions",
+}
+TRANSACTION_TYPES = ("purchase", "listing", "lease", "other", "all")
 #: The per-lead history endpoints, by the key of their list (and the channel's name).
 HISTORY_PATHS = {CALLS_PATH: "calls", TEXTS_PATH: "texts", EMAILS_PATH: "emails"}
 #: The scope (``SimConfig.missing_scopes`` name) of each API path.
-SCOPE_OF = {LEADS_PATH: "leads", **HISTORY_PATHS, FEED_PATH: "feed"}
+SCOPE_OF = {LEADS_PATH: "leads", **HISTORY_PATHS, FEED_PATH: "feed", **TEAM_PATHS}
 FEED_KINDS = ("CALL", "TEXT", "EMAIL", "ALL")
 FEED_MAX_WINDOW_MS = 90 * 86_400_000
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -403,6 +416,10 @@ class LoftySimulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._url: str | None = None
+        self._members = build_members(cfg.seed, cfg.team_members)
+        self._stages = build_stages()
+        self._ponds = build_ponds(cfg.seed)
+        self._transactions: list[dict[str, Any]] | None = None  # built on first use
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -563,6 +580,28 @@ class LoftySimulator:
         """``len(all_texts())`` (draws the counts, builds no text)."""
         with self._lock:
             return sum(self._data.n_texts(s) for s in self._live() if not s.calls_gone)
+
+    def members(self) -> list[dict[str, Any]]:
+        """Return the team's members as ``GET /v1.0/members`` serves them, ascending ``id``."""
+        return json.loads(dumps(self._members))
+
+    def lead_stages(self) -> list[dict[str, Any]]:
+        """Return the lead stages as ``GET /v1.0/teamFeatures/lead-pipelines`` serves them."""
+        return json.loads(dumps(self._stages))
+
+    def ponds(self) -> list[dict[str, Any]]:
+        """Return the lead ponds as ``GET /v1.0/team-features/lead-ponds`` serves them."""
+        return json.loads(dumps(self._ponds))
+
+    def transactions(self) -> list[dict[str, Any]]:
+        """Return every transaction (all types), ascending ``transactionId``."""
+        with self._lock:
+            return json.loads(dumps(self._all_transactions()))
+
+    def _all_transactions(self) -> list[dict[str, Any]]:
+        if self._transactions is None:
+            self._transactions = build_transactions(self._data)
+        return self._transactions
 
     @property
     def caller_agent_id(self) -> int:
@@ -810,7 +849,14 @@ class LoftySimulator:
             return _Answer(502, BODY_502, HTML_TYPE)
         if fault == Fault.SLOW:
             time.sleep(ticket.slow_s)
-        return self._answer(method, path, query, handler.headers.get("Authorization"), fault)
+        return self._answer(
+            method,
+            path,
+            query,
+            handler.headers.get("Authorization"),
+            fault,
+            handler.headers.get("Content-Type", ""),
+        )
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -825,8 +871,14 @@ class LoftySimulator:
             if fault is not None:
                 self._count(f"faults:{fault}")
 
-    def _answer(
-        self, method: str, path: str, query: dict[str, str], auth: str | None, fault: str | None
+    def _answer(  # noqa: PLR0917 (one call site)
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        auth: str | None,
+        fault: str | None,
+        content_type: str = "",
     ) -> _Answer:
         cfg = self._config
         scope = self._authenticate(cfg, auth)
@@ -852,6 +904,8 @@ class LoftySimulator:
                 return self._list_leads(cfg, query)
             if path == FEED_PATH:
                 return self._list_feed(cfg, query)
+            if path in TEAM_PATHS:
+                return self._team_answer(cfg, path, query, content_type)
             return self._list_history(cfg, query, fault, HISTORY_PATHS[path])
         except ApiError as err:
             return _Answer(err.status, err.body)
@@ -1175,6 +1229,97 @@ class LoftySimulator:
             raise _invalid("cursor is invalid")
         return key
 
+    # ------------------------------------------------------------------ team-level endpoints
+
+    def _team_answer(
+        self, cfg: SimConfig, path: str, query: dict[str, str], content_type: str
+    ) -> _Answer:
+        if path == MEMBERS_PATH:
+            return self._list_members(cfg, query)
+        if path == STAGES_PATH:
+            return self._list_stages(cfg, query)
+        if path == PONDS_PATH:
+            # Live clients report 415 on this GET without a JSON Content-Type (api-notes §1).
+            if content_type.split(";")[0].strip().lower() != "application/json":
+                raise ApiError(
+                    415, 20001, "Content type must be application/json (Unsupported Media Type)"
+                )
+            return _Answer(200, dumps(self._ponds))
+        return self._list_transactions(query)
+
+    def _list_members(self, cfg: SimConfig, query: dict[str, str]) -> _Answer:
+        offset = max(0, _int_param(query, "offset") or 0)  # negative: reset to 0 (documented)
+        limit = _int_param(query, "limit")
+        limit = 25 if limit is None else limit
+        if limit < 1:
+            raise ApiError(400, 20042, "LIMIT_NOT_VALID: limit must be >= 1")
+        if limit > cfg.members_max_limit:
+            said = f": limit must not exceed {cfg.members_max_limit}"
+            raise ApiError(
+                400, 20042, "LIMIT_PARAM_OVERSIZE" + (said if cfg.members_limit_in_message else "")
+            )
+        members = self._members
+        groups_raw = query.get("groupIds", "")
+        if groups_raw:
+            try:
+                groups = {int(g) for g in groups_raw.split(",") if g.strip()}
+            except ValueError:
+                raise _invalid("groupIds must be integers") from None
+            members = [m for m in members if m["groupId"] in groups]
+            if not members:
+                raise ApiError(404, 20003, "USER_NOT_EXIST")
+        meta = {"collection": "members", "limit": limit, "offset": offset, "total": len(members)}
+        page = members[offset : offset + limit]
+        return _Answer(200, dumps({cfg.metadata_key: meta, "members": page}))
+
+    def _list_stages(self, cfg: SimConfig, query: dict[str, str]) -> _Answer:
+        page_no = _int_param(query, "currPage")
+        page_no = 0 if page_no is None else page_no
+        if page_no < 0:
+            raise _invalid("currPage must be >= 0")
+        size = _int_param(query, "pageSize")
+        size = 10 if size is None else size
+        if size < 1:
+            raise ApiError(400, 20042, "LIMIT_NOT_VALID: pageSize must be >= 1")
+        name = query.get("name", "").lower()
+        stages = [s for s in self._stages if name in str(s["name"]).lower()]
+        offset = page_no * size
+        meta = {"collection": "pipelines", "limit": size, "offset": offset, "total": len(stages)}
+        page = stages[offset : offset + size]
+        return _Answer(200, dumps({cfg.metadata_key: meta, "pipelines": page}))
+
+    def _list_transactions(self, query: dict[str, str]) -> _Answer:
+        size = _int_param(query, "pageSize")
+        size = 20 if size is None else size
+        if not 1 <= size <= 100:
+            raise ApiError(400, 20042, "LIMIT_NOT_VALID: pageSize must be between 1 and 100")
+        page_no = _int_param(query, "pageNum")
+        page_no = 0 if page_no is None else page_no
+        if page_no < 0:
+            raise _invalid("pageNum must be >= 0")
+        kind = (query.get("transactionType", "") or "Purchase").lower()
+        if kind not in TRANSACTION_TYPES:
+            raise _invalid("transactionType must be Purchase, Listing, Lease, Other or All")
+        lead_id = _id_param(query, "leadId", 1)
+        key = query.get("queryKey", "")[:15].lower()
+        with self._lock:
+            rows = self._all_transactions()
+            if kind != "all":  # the default is Purchase only (documented)
+                rows = [t for t in rows if str(t["transactionType"]).lower() == kind]
+            if lead_id is not None:
+                rows = [t for t in rows if t["leadId"] == lead_id]
+            if key:
+                rows = [
+                    t
+                    for t in rows
+                    if key in str(t["transactionName"]).lower() or key in str(t["leadName"]).lower()
+                ]
+            page = rows[page_no * size : (page_no + 1) * size]
+            body = dumps(
+                {"pageNum": page_no, "pageSize": size, "totalCount": len(rows), "pageData": page}
+            )
+        return _Answer(200, body)
+
     # ------------------------------------------------------------------ /_sim/ control
 
     def _control(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
@@ -1186,6 +1331,10 @@ class LoftySimulator:
                 "calls": self.all_calls(),
                 "texts": self.all_texts(),
                 "emails": self.all_emails(),
+                "members": self.members(),
+                "lead_stages": self.lead_stages(),
+                "ponds": self.ponds(),
+                "transactions": self.transactions(),
             },
             ("GET", "/_sim/config"): lambda _: self._config.to_json(),
             ("POST", "/_sim/append"): lambda a: self.append_calls(**a),
