@@ -168,10 +168,6 @@ class SimConfig:
         """Validate and normalise (fault kinds to plain ``str``, ``faults_at`` keys to ``int``)."""
         if self.leads < 0:
             raise ValueError("leads must be >= 0")
-        if self.team_members < 13:
-            raise ValueError("team_members must be >= 13 (the agents and the lender)")
-        if self.members_max_limit < 25:
-            raise ValueError("members_max_limit must be >= 25 (the documented default limit)")
         if self.big_leads < 0:
             raise ValueError("big_leads must be >= 0")
         if not 0.0 <= self.live_shape_share <= 1.0:
@@ -209,7 +205,7 @@ class SimConfig:
         self.faults_at = {int(n): Fault(k).value for n, k in self.faults_at.items()}
 
     def _check_feed(self) -> None:
-        """Validate the text/email/feed switches (and normalise ``missing_scopes`` to a tuple)."""
+        """Validate the text/email/feed/team switches (and ``missing_scopes``, made a tuple)."""
         if min(self.texts_per_lead_mean, self.emails_per_lead_mean, self.big_text_leads) < 0:
             raise ValueError("texts_per_lead_mean, emails_per_lead_mean, big_text_leads >= 0")
         if isinstance(self.missing_scopes, str):
@@ -222,6 +218,10 @@ class SimConfig:
             raise ValueError(f"feed_mode must be one of {FEED_MODES}")
         if self.feed_delay_s < 0:
             raise ValueError("feed_delay_s must be >= 0")
+        if self.team_members < 13:
+            raise ValueError("team_members must be >= 13 (the agents and the lender)")
+        if self.members_max_limit < 25:
+            raise ValueError("members_max_limit must be >= 25 (the documented default limit)")
 
     def to_json(self) -> dict[str, Any]:
         """Return the configuration as a JSON-serialisable dict."""

@@ -1240,7 +1240,7 @@ class LoftySimulator:
             return self._list_stages(cfg, query)
         if path == PONDS_PATH:
             # Live clients report 415 on this GET without a JSON Content-Type (api-notes §1).
-            if content_type.split(";")[0].strip().lower() != "application/json":
+            if content_type.split(";", maxsplit=1)[0].strip().lower() != "application/json":
                 raise ApiError(
                     415, 20001, "Content type must be application/json (Unsupported Media Type)"
                 )

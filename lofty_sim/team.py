@@ -69,12 +69,12 @@ TX_DATE_FIELDS = (
 
 
 def member_id(k: int) -> int:
-    """The team-member record id of the k-th member (not a user id: a different range)."""
+    """Return the team-member record id of the k-th member (not a user id: a different range)."""
     return 41_700_000_000_000 + 104_729 * k + 11
 
 
 def build_members(seed: int, count: int) -> list[dict[str, Any]]:
-    """The team's members, ascending ``id``: the agents, the lender, then ``count`` in total."""
+    """Build the team's ``count`` members, ascending ``id``: the agents, the lender, others."""
     rng = random.Random(f"members:{seed}")
     people: list[tuple[int, str, str, str, int, str]] = [
         (user_id, first, last, phone, 2, "Agent") for user_id, first, last, phone in AGENTS
@@ -138,12 +138,12 @@ def build_members(seed: int, count: int) -> list[dict[str, Any]]:
 
 
 def build_stages() -> list[dict[str, Any]]:
-    """The lead pipeline stages, in the team's order."""
+    """Build the lead pipeline stages, in the team's order."""
     return [{"id": stage_id, "name": name} for stage_id, name in STAGES]
 
 
 def build_ponds(seed: int) -> list[dict[str, Any]]:
-    """The lead ponds, with an owner and the agents who may take leads from them."""
+    """Build the lead ponds, with an owner and the agents who may take leads from them."""
     rng = random.Random(f"ponds:{seed}")
     agents = [a[0] for a in AGENTS]
     return [
@@ -158,7 +158,7 @@ def build_ponds(seed: int) -> list[dict[str, Any]]:
 
 
 def build_transactions(data: Dataset) -> list[dict[str, Any]]:
-    """Transactions of the generated leads, ascending ``transactionId``."""
+    """Build the transactions of the generated leads, ascending ``transactionId``."""
     rng = random.Random(f"transactions:{data.seed}")
     out: list[dict[str, Any]] = []
     used: set[int] = set()

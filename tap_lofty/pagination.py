@@ -9,12 +9,15 @@ assumption the tap relies on, instead of silently skipping data.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tap_lofty.client import LoftyClient, LoftyError
+import requests
+
+from tap_lofty.client import LoftyAPIError, LoftyClient, LoftyError
 
 LOGGER = logging.getLogger("tap_lofty")
 
@@ -223,3 +226,199 @@ def walk_history(
             return
         unsure_rows = len(calls) if last is None else 0
         cursor = previous
+
+
+# ------------------------------------------------------------------------------------------
+# Team-level listings (members, lead stages, lead ponds, transactions): a few pages each.
+
+#: Lofty's "limit too large" answers: ``LIMIT_PARAM_OVERSIZE`` (members) or 20042
+#: ``LIMIT_NOT_VALID`` (the other endpoints).
+LIMIT_NOT_VALID = 20042
+#: ``GET /v1.0/members`` answers 404 with this code when no member matches: an empty team.
+USER_NOT_EXIST = 20003
+
+
+def _is_limit_refusal(exc: LoftyAPIError) -> bool:
+    said = f"{exc.code} {exc.detail}".upper()
+    return exc.status == 400 and (str(exc.code) == str(LIMIT_NOT_VALID) or "LIMIT" in said)
+
+
+def _total_of(body: dict[str, Any], total_key: str | None) -> int | None:
+    """Return the listing's total: top-level ``total_key``, else the metadata's ``total``."""
+    if total_key is not None:
+        total = body.get(total_key)
+    else:
+        metadata: dict[str, Any] = next(
+            (body[k] for k in METADATA_KEYS if isinstance(body.get(k), dict)), {}
+        )
+        total = metadata.get("total")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
+
+
+@dataclass
+class TeamListing:
+    """How one team-level endpoint pages, from its documentation.
+
+    ``by_page``: the position parameter is a zero-based page number (``currPage``,
+    ``pageNum``); otherwise it is an offset into the listing (``offset``).
+    ``size``: the page size asked for; ``documented_size``: the endpoint's documented
+    default, which it always accepts (the floor when it refuses a larger size).
+    """
+
+    path: str
+    key: str
+    id_field: str
+    size_param: str
+    position_param: str
+    by_page: bool
+    size: int
+    documented_size: int
+    params: dict[str, Any]
+    total_key: str | None = None  # None: the metadata's ``total``
+
+    def pages(self, client: LoftyClient) -> TeamPages:
+        """Walk the listing; see :class:`TeamPages`."""
+        return TeamPages(self, client)
+
+
+class TeamPages:
+    """Iterates a team-level listing's pages; :attr:`complete` says whether it ended cleanly.
+
+    The listing ends at an empty page, once the rows consumed reach the total Lofty
+    reports, or (no total) at a page shorter than asked. Lofty does not state every
+    maximum page size (``GET /v1.0/members`` only says "too large" answers 400
+    ``LIMIT_PARAM_OVERSIZE``), so a refused size is learnt at run time: the tap asks
+    for the size the refusal names, else half, never below the documented default.
+    A page shorter than asked while the total says more follow means a silent cap:
+    page-number listings go on at that size. A page of rows all seen before is an
+    error (the listing is not advancing). A listing that ends with fewer rows than its
+    total is not :attr:`complete` (with a warning): no row is marked deleted after it.
+    """
+
+    def __init__(self, listing: TeamListing, client: LoftyClient) -> None:
+        """Prepare to walk ``listing`` through ``client`` (nothing is requested yet)."""
+        self.listing = listing
+        self.client = client
+        self.complete = False
+        self.requests = 0
+        self.size = listing.size
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's new rows (ids made exact ints, each id once)."""
+        listing = self.listing
+        endpoint = f"GET {listing.path}"
+        seen: set[int] = set()
+        position = page_no = 0
+        refused: int | None = None
+        while True:
+            where = page_no if listing.by_page else position
+            params = {
+                **listing.params,
+                listing.size_param: self.size,
+                listing.position_param: where,
+            }
+            try:
+                self.requests += 1
+                body = self.client.get(listing.path, params)
+            except LoftyAPIError as exc:
+                if exc.status == 404 and str(exc.code) == str(USER_NOT_EXIST):
+                    self.complete = True  # documented: no member matches (an empty team)
+                    return
+                # A page-number listing must keep its page size once rows came.
+                can_shrink = not (listing.by_page and seen)
+                if _is_limit_refusal(exc) and self.size > listing.documented_size and can_shrink:
+                    refused = self.size
+                    self.size = _smaller_size(self.size, listing.documented_size, exc.detail)
+                    continue
+                raise
+            if refused is not None:
+                LOGGER.info(
+                    "%s refused %s=%d as too large and accepted %d; the tap pages by %d.",
+                    endpoint,
+                    listing.size_param,
+                    refused,
+                    self.size,
+                    self.size,
+                )
+                refused = None
+            rows = records_of(body, listing.key, endpoint)
+            total = _total_of(body, listing.total_key)
+            fresh = []
+            for row in rows:
+                row_id = to_id(row.get(listing.id_field), f"{listing.id_field} from {endpoint}")
+                row[listing.id_field] = row_id
+                if row_id not in seen:
+                    seen.add(row_id)
+                    fresh.append(row)
+            if rows and not fresh:
+                raise PaginationError(
+                    f"{endpoint}: the page at {listing.position_param}={where} repeated only "
+                    f"rows already listed, so the listing is not advancing; the tap stopped "
+                    "rather than loop. Please report it."
+                )
+            if fresh:
+                yield fresh
+            position += len(rows)
+            if not rows or (total is not None and position >= total):
+                self._finish(endpoint, position, total)
+                return
+            if len(rows) < self.size:
+                if total is None:
+                    self.complete = True  # a short page is the last one
+                    return
+                if listing.by_page:
+                    # Fewer rows than asked although more follow: Lofty caps the page size
+                    # silently. Page numbers count pages of that size from now on.
+                    if position % len(rows):
+                        raise PaginationError(
+                            f"{endpoint} returned {len(rows)} rows for {listing.size_param}="
+                            f"{self.size} at page {page_no} with {total} in total; the tap "
+                            "cannot tell where the next page starts and stopped. Please "
+                            "report it."
+                        )
+                    self.size = len(rows)
+                    page_no = position // self.size
+                    continue
+            page_no += 1
+
+    def _finish(self, endpoint: str, position: int, total: int | None) -> None:
+        if total is not None and position < total:
+            LOGGER.warning(
+                "%s ended after %d of the %d rows it reported; the rows loaded are kept, "
+                "and none of the rows missing from this listing is marked deleted.",
+                endpoint,
+                position,
+                total,
+            )
+            return
+        self.complete = True
+
+
+def _smaller_size(size: int, floor: int, message: str) -> int:
+    """Return the next page size to ask for after ``size`` was refused as too large."""
+    named = [int(n) for n in re.findall(r"\d+", message) if floor <= int(n) < size]
+    return max(named) if named else max(floor, size // 2)
+
+
+def get_array(client: LoftyClient, path: str) -> list[Any]:
+    """GET an endpoint that answers a bare JSON array (``GET /v1.0/team-features/lead-ponds``).
+
+    :meth:`LoftyClient.get` accepts only a JSON object (which every other endpoint
+    documents) and is not this module's to change, so, for this one request on this
+    thread's session, a response hook wraps a 2xx array as ``{"items": [...]}``;
+    retries, pacing and errors stay the client's.
+    """
+    session = client._session()
+    key = "items"
+
+    def wrap(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        if 200 <= response.status_code < 300 and response.content.lstrip().startswith(b"["):
+            response._content = b'{"' + key.encode() + b'":' + response.content + b"}"
+        return response
+
+    session.hooks["response"].append(wrap)
+    try:
+        body = client.get(path, {})
+    finally:
+        session.hooks["response"].remove(wrap)
+    return records_of(body, key, f"GET {path}")

@@ -32,11 +32,19 @@ from tap_lofty.client import (
     LoftyError,
 )
 from tap_lofty.feed import FeedUnavailableError, read_feed
-from tap_lofty.pagination import HistoryPageSize, scroll_leads, to_id, walk_history
+from tap_lofty.pagination import (
+    HistoryPageSize,
+    TeamListing,
+    get_array,
+    scroll_leads,
+    to_id,
+    walk_history,
+)
 from tap_lofty.prefetch import OrderedPrefetcher
 from tap_lofty.progress import Progress
 from tap_lofty.state import ChangeDetection, LeadHistoryBookmark
 from tap_lofty.timefmt import TimeFormatError, to_rfc3339
+from tap_lofty.versions import FullTableVersion
 
 LOGGER = logging.getLogger("tap_lofty")
 SCHEMAS = SchemaDirectory(resources.files("tap_lofty") / "schemas")
@@ -263,13 +271,23 @@ def _types(prop: dict[str, Any]) -> list[str]:
 
 
 class LeadsStream(LoftyStream):
-    """Every lead of the account, from ``GET /v1.0/leads`` (scroll pagination)."""
+    """Every lead of the account, from ``GET /v1.0/leads`` (scroll pagination).
+
+    Full table: a complete listing ends with ``ACTIVATE_VERSION``, so that a target
+    marks the leads deleted in Lofty (see :mod:`tap_lofty.versions`).
+    """
 
     name = "leads"
     primary_keys: ClassVar[tuple[str, ...]] = ("leadId",)
     replication_key = None
     id_fields = ("leadId", "leadUserId", "stageId", "assignedUserId", "lenderUserId", "teamId")
     time_fields = ("createTime", "assignTime", "lastUpdateTime", "lastTouch", "lastVisit")
+
+    @property
+    @override
+    def emit_activate_version_messages(self) -> bool:
+        # Never the SDK's ACTIVATE_VERSION before the records: see tap_lofty.versions.
+        return False
 
     def _histories(self) -> list[LeadHistoryStream]:
         """Return the per-lead child streams this run syncs (whichever they are)."""
@@ -292,10 +310,14 @@ class LeadsStream(LoftyStream):
         changed = self._detect_changes(histories)
         if changed is not None:
             progress.leads_total = len(changed)
+        version = FullTableVersion(self)
         if self.selected or any(h.changed is None for h in histories):
+            version.begin()
+            listed, total = 0, None
             lookahead = max((h.lookahead for h in histories), default=0)
             ahead: deque[dict[str, Any]] = deque()
             for page in scroll_leads(self.lofty.client, self.config["leads_page_size"]):
+                listed, total = listed + len(page.leads), page.total
                 if page.total is not None and changed is None:
                     progress.leads_total = page.total
                 for lead in page.leads:
@@ -311,6 +333,13 @@ class LeadsStream(LoftyStream):
             while ahead:
                 progress.lead_listed()
                 yield ahead.popleft()
+            # The scroll ended cleanly (an error would have left by now); it showed every
+            # lead only if it listed as many as Lofty counted (a lead created meanwhile
+            # is counted but outside the scroll: the next run completes it).
+            if total is None or listed >= total:
+                version.activate()
+            else:
+                version.skip(f"{listed:,} leads listed, {total:,} counted by Lofty")
         # else: only children are selected and the feed named their leads: no listing.
         for history in histories:
             history.finish_listing()
@@ -694,3 +723,179 @@ class EmailsStream(LeadHistoryStream):
     created_field = "emailEventTime"
     id_fields = ("id", "leadId", "agentId")
     time_fields = ("emailEventTime",)
+
+
+# ------------------------------------------------------------------------------------------
+# Team-level streams: a few requests per run each, read whole every run.
+
+
+class TeamStream(LoftyStream):
+    """A team-level listing, read whole every run (full table), with a table version.
+
+    A complete listing ends with ``ACTIVATE_VERSION`` (rows it no longer shows are gone,
+    see :mod:`tap_lofty.versions`). An app without the endpoint's scope (403, code
+    200100) skips the stream with one warning; the other streams go on.
+    """
+
+    replication_key = None
+    listing: ClassVar[TeamListing]
+
+    @property
+    @override
+    def emit_activate_version_messages(self) -> bool:
+        # Never the SDK's ACTIVATE_VERSION before the records: see tap_lofty.versions.
+        return False
+
+    def _rows(self) -> tuple[Iterator[list[dict[str, Any]]], Callable[[], bool]]:
+        """Return the listing's pages, and a function saying afterwards whether it was complete."""
+        pages = self.listing.pages(self.lofty.client)
+        return iter(pages), lambda: pages.complete
+
+    @override
+    def get_records(self, context: Context | None) -> Iterator[dict[str, Any]]:
+        """Yield every row of the listing; version the table if it was complete."""
+        version = FullTableVersion(self)
+        version.begin()
+        pages, complete = self._rows()
+        try:
+            for page in pages:
+                yield from page
+        except LoftyAPIError as exc:
+            if not (exc.status == 403 and str(exc.code) == str(NO_PERMISSION)):
+                raise
+            LOGGER.warning(
+                "The Lofty app lacks the scope for GET %s (403, code %s), so the '%s' stream "
+                "is skipped in this run (its rows in the warehouse stay as they are); the "
+                "other streams go on. Grant the scope in the Lofty Developer Portal, or "
+                "deselect '%s'.",
+                self.listing.path,
+                NO_PERMISSION,
+                self.name,
+                self.name,
+            )
+            return
+        if complete():
+            version.activate()
+        else:
+            version.skip("it ended with fewer rows than Lofty counted")
+
+
+class MembersStream(TeamStream):
+    """The team's members (agents, admins, lenders...), from ``GET /v1.0/members``.
+
+    ``memberUserId`` is the user id that ``agentId``, ``userId`` and ``assignedUserId``
+    elsewhere refer to (inferred from the naming; Lofty does not document it); ``id``
+    is the team-member record.
+    """
+
+    name = "members"
+    primary_keys: ClassVar[tuple[str, ...]] = ("id",)
+    id_fields = ("id", "teamId", "invitorUserId", "memberUserId", "groupId")
+    # Lofty states no maximum limit ("too large" answers 400 LIMIT_PARAM_OVERSIZE):
+    # asked for 100, a refusal is learnt at run time, down to the documented 25.
+    listing = TeamListing(
+        path="/v1.0/members",
+        key="members",
+        id_field="id",
+        size_param="limit",
+        position_param="offset",
+        by_page=False,
+        size=100,
+        documented_size=25,
+        params={},
+    )
+
+
+class LeadStagesStream(TeamStream):
+    """The lead pipeline's stages, from ``GET /v1.0/teamFeatures/lead-pipelines``.
+
+    ``id`` is what a lead's ``stageId`` holds.
+    """
+
+    name = "lead_stages"
+    primary_keys: ClassVar[tuple[str, ...]] = ("id",)
+    id_fields = ("id",)
+    # No maximum pageSize is documented (default 10): a refusal is learnt as for members.
+    listing = TeamListing(
+        path="/v1.0/teamFeatures/lead-pipelines",
+        key="pipelines",
+        id_field="id",
+        size_param="pageSize",
+        position_param="currPage",
+        by_page=True,
+        size=100,
+        documented_size=10,
+        params={},
+    )
+
+
+class PondsStream(TeamStream):
+    """The team's lead ponds, from ``GET /v1.0/team-features/lead-ponds`` (one request).
+
+    ``id`` is what a lead's ``pondId`` holds (0 or -1: in no pond).
+    """
+
+    name = "ponds"
+    primary_keys: ClassVar[tuple[str, ...]] = ("id",)
+    id_fields = ("id", "pondOwnerId")
+    # Unpaged, a bare JSON array; only path is used, for messages and the scope warning.
+    listing = TeamListing(
+        path="/v1.0/team-features/lead-ponds",
+        key="",
+        id_field="id",
+        size_param="",
+        position_param="",
+        by_page=False,
+        size=0,
+        documented_size=0,
+        params={},
+    )
+
+    @override
+    def _rows(self) -> tuple[Iterator[list[dict[str, Any]]], Callable[[], bool]]:
+        def one_page() -> Iterator[list[dict[str, Any]]]:
+            rows = get_array(self.lofty.client, self.listing.path)
+            for row in rows:
+                row["id"] = to_id(row.get("id"), f"id from GET {self.listing.path}")
+            yield rows
+
+        return one_page(), lambda: True
+
+
+class TransactionsStream(TeamStream):
+    """Every transaction of every type, from ``GET /v2.0/transactions``.
+
+    ``transactionType=All`` is sent: without it Lofty lists Purchase transactions only.
+    The endpoint has no time filter, so every run reads all of them (full table). All
+    dates are epoch milliseconds, loaded as RFC 3339 UTC times.
+    """
+
+    name = "transactions"
+    primary_keys: ClassVar[tuple[str, ...]] = ("transactionId",)
+    id_fields = ("transactionId", "leadId", "propertyId", "assignedAgent")
+    time_fields = (
+        "created",
+        "updated",
+        "expectedCloseDate",
+        "closeDate",
+        "appointmentDate",
+        "agreementSignedDate",
+        "offerDate",
+        "contractDate",
+        "appraisalDate",
+        "homeInspectionDate",
+        "escrowDate",
+        "expiration",
+    )
+    listing = TeamListing(
+        path="/v2.0/transactions",
+        key="pageData",
+        id_field="transactionId",
+        size_param="pageSize",
+        position_param="pageNum",
+        by_page=True,
+        size=100,  # the documented maximum
+        documented_size=20,
+        params={"transactionType": "All"},
+        total_key="totalCount",
+    )

@@ -30,7 +30,16 @@ from tap_lofty.client import LoftyClient, LoftyError, auth_header, safe_url
 from tap_lofty.pagination import LEADS_PATH, to_id
 from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import WINDOW_S, RequestBudget, RunAborted
-from tap_lofty.streams import CallsStream, EmailsStream, LeadsStream, TextsStream
+from tap_lofty.streams import (
+    CallsStream,
+    EmailsStream,
+    LeadsStream,
+    LeadStagesStream,
+    MembersStream,
+    PondsStream,
+    TextsStream,
+    TransactionsStream,
+)
 
 LOGGER = logging.getLogger("tap_lofty")
 VERSION = version("tap-lofty")
@@ -228,6 +237,18 @@ class TapLofty(Tap):
             ),
         ),
         th.Property(
+            "emit_activate_version_messages",
+            th.BooleanType,
+            default=True,
+            title="Emit ACTIVATE_VERSION messages",
+            description=(
+                "After a complete listing of a full-table stream (leads, members, "
+                "lead_stages, ponds, transactions), send ACTIVATE_VERSION, so that a target "
+                "that honours it (target-postgres with activate_version) marks the rows "
+                "gone from Lofty deleted. Never after an interrupted or partial listing."
+            ),
+        ),
+        th.Property(
             "user_agent",
             th.StringType,
             default=f"tap-lofty/{VERSION}",
@@ -241,14 +262,15 @@ class TapLofty(Tap):
     def capabilities(self) -> list[CapabilitiesEnum]:
         """Declare what the tap supports.
 
-        Not BATCH (calls come one lead at a time), nor ACTIVATE_VERSION (not offered yet:
-        see the README's known limits).
+        Not BATCH (calls come one lead at a time). ACTIVATE_VERSION for the full-table
+        streams, after a complete listing only (see tap_lofty.versions).
         """
         return [
             TapCapabilities.CATALOG,
             TapCapabilities.STATE,
             TapCapabilities.DISCOVER,
             TapCapabilities.TEST,
+            TapCapabilities.ACTIVATE_VERSION,
             PluginCapabilities.ABOUT,
             PluginCapabilities.STREAM_MAPS,
             PluginCapabilities.FLATTENING,
@@ -257,8 +279,17 @@ class TapLofty(Tap):
 
     @override
     def discover_streams(self) -> list[Stream]:
-        """Return the streams: ``leads`` and its per-lead children."""
-        return [LeadsStream(self), CallsStream(self), TextsStream(self), EmailsStream(self)]
+        """Return the streams: ``leads``, its per-lead children, and the team-level ones."""
+        return [
+            LeadsStream(self),
+            CallsStream(self),
+            TextsStream(self),
+            EmailsStream(self),
+            MembersStream(self),
+            LeadStagesStream(self),
+            PondsStream(self),
+            TransactionsStream(self),
+        ]
 
     @cached_property
     def client(self) -> LoftyClient:
