@@ -746,6 +746,12 @@ class TeamStream(LoftyStream):
         # Never the SDK's ACTIVATE_VERSION before the records: see tap_lofty.versions.
         return False
 
+    @override
+    def _write_state_message(self) -> None:
+        # Nothing to save or resume: the stream is read whole every run. Its STATE lines
+        # would only repeat the other streams' bookmarks, before the leads' first one.
+        return
+
     def _rows(self) -> tuple[Iterator[list[dict[str, Any]]], Callable[[], bool]]:
         """Return the listing's pages, and a function saying afterwards whether it was complete."""
         pages = self.listing.pages(self.lofty.client)

@@ -168,6 +168,11 @@ def metadata_key(spec: dict[str, Any]) -> None:
     }
 
 
+def team_metadata_key(spec: dict[str, Any]) -> None:
+    for name in ("MemberListResponse", "PipelineListResponse"):
+        _schema(spec, name)["properties"]["_metadata"] = {"$ref": "#/components/schemas/MetaData"}
+
+
 def bathrooms_number(spec: dict[str, Any]) -> None:
     for prop in ("bathroomsMin", "bathroomsMax"):
         documented = _prop(spec, "LeadInquiry", prop)
@@ -191,6 +196,10 @@ CALLS = "/v1.0/communication/call"
 TEXTS = "/v1.0/communication/text"
 EMAILS = "/v1.0/communication/email"
 FEED = "/v2.0/communication/agent"
+MEMBERS = "/v1.0/members"
+STAGES = "/v1.0/teamFeatures/lead-pipelines"
+PONDS = "/v1.0/team-features/lead-ponds"
+TRANSACTIONS = "/v2.0/transactions"
 
 #: The deliberate deviations. Each is narrow (named paths, statuses or fields) and cites the
 #: live observation (api-notes.md) it follows.
@@ -200,6 +209,12 @@ DEVIATIONS: tuple[Deviation, ...] = (
         "§2.2: live responses use `_metadata` (COMMUNITY quirk #31); `get_metadata` is a "
         "getter-name artifact. The simulator serves either (metadata_key); both are checked.",
         metadata_key,
+    ),
+    Deviation(
+        "MemberListResponse, PipelineListResponse: metadata under `_metadata` as well",
+        "§2.2 and §15: the same MetaData as the leads listing, whose live key is `_metadata`; "
+        "the simulator serves one metadata_key for every listing.",
+        team_metadata_key,
     ),
     Deviation(
         "error bodies are `{code, message}` objects (the document types them as strings)",
@@ -219,6 +234,12 @@ DEVIATIONS: tuple[Deviation, ...] = (
                 # 403 200100: the global scope rule (§12); 404: a deployment without the
                 # endpoint (§12 GUESS, feed_mode="absent")
                 FEED: (400, 401, 403, 404, 429, 500),
+                # §15: 404 20003 when no member matches; 400 for a limit too large
+                MEMBERS: (400, 401, 403, 404, 429, 500),
+                STAGES: (400, 401, 403, 429, 500),
+                # 415: without a JSON Content-Type (§1, COMMUNITY quirks #21/#22)
+                PONDS: (400, 401, 403, 415, 429, 500),
+                TRANSACTIONS: (400, 401, 403, 429, 500),
             }
         ),
     ),
@@ -309,6 +330,16 @@ STRICT_SCHEMAS = (
     "EmailResponse",
     "CommunicationCursorPage",
     "CommunicationResponse",
+    "MemberListResponse",
+    "UserResponse",
+    "AgentInfo",
+    "OfficeBo",
+    "PipelineListResponse",
+    "PipelineResponse",
+    "LeadPond",
+    "TransactionV2PageResponse",
+    "TransactionV2Item",
+    "CustomFieldRequest",
 )
 
 
@@ -367,7 +398,7 @@ class Checker:
         self.seen.add((path, resp.status_code))
         body = resp.json()
         if key is not None and resp.status_code == 200:
-            self.items += len(body[key])
+            self.items += len(body[key] if key else body)  # "": the body is the list
         return body
 
 
@@ -397,7 +428,13 @@ def sim() -> Iterator[LoftySimulator]:
         yield simulator
 
 
-def call(sim: LoftySimulator, path: str, params: dict[str, Any], auth: str = "key") -> Any:
+def call(
+    sim: LoftySimulator,
+    path: str,
+    params: dict[str, Any],
+    auth: str = "key",
+    content_type: str = "application/json",
+) -> Any:
     if auth == "key":
         header = f"token {sim.config.api_key}"
     elif auth == "bearer":
@@ -405,6 +442,8 @@ def call(sim: LoftySimulator, path: str, params: dict[str, Any], auth: str = "ke
     else:
         header = auth
     headers = {"Authorization": header} if header else {}
+    if content_type:  # what the tap sends (Lofty answers some GETs 415 without it)
+        headers["Content-Type"] = content_type
     return requests.get(sim.url + path, params=params, headers=headers, timeout=TIMEOUT)
 
 
@@ -423,6 +462,7 @@ class ErrorCase:
     config: dict[str, Any] = field(default_factory=dict)  # switches set for this case only
     rate_limited: bool = False  # spend the budget first (429)
     fault: str | None = None  # inject this fault on the request
+    content_type: str = "application/json"  # the Content-Type request header ("" = none)
 
 
 @dataclass(frozen=True)
@@ -435,6 +475,9 @@ class Endpoint:
     #: each answer); returns how many items it saw.
     pages: Callable[[LoftySimulator, Callable[[dict[str, Any]], Any]], int]
     errors: tuple[ErrorCase, ...]
+    #: At least this many items over the success requests (a team has few stages, ponds).
+    min_items: int = 200
+    min_responses: int = 8
 
 
 def first_lead(sim: LoftySimulator) -> int:
@@ -549,6 +592,63 @@ def history_errors(
     )
 
 
+def page_members(sim: LoftySimulator, get: Callable[[dict[str, Any]], Any]) -> int:
+    """Every member by offset pages of each size up to the maximum, and the default."""
+    n = 0
+    for limit in (7, 25, sim.config.members_max_limit):
+        offset = 0
+        while body := get({"limit": limit, "offset": offset})["members"]:
+            n += len(body)
+            offset += limit
+    n += len(get({})["members"])  # the default limit (25)
+    n += len(get({"groupIds": sim.members()[0]["groupId"]})["members"])
+    return n
+
+
+def page_stages(sim: LoftySimulator, get: Callable[[dict[str, Any]], Any]) -> int:
+    """Every stage by pages of 1, 3 and the default 10, and a name filter."""
+    n = 0
+    for size in (1, 3, None):
+        page = 0
+        while True:
+            params = {"currPage": page} if size is None else {"currPage": page, "pageSize": size}
+            rows = get(params)["pipelines"]
+            if not rows:
+                break
+            n += len(rows)
+            page += 1
+    n += len(get({"name": "contact"})["pipelines"])
+    return n
+
+
+def page_ponds(sim: LoftySimulator, get: Callable[[dict[str, Any]], Any]) -> int:
+    return sum(len(get({})) for _ in range(3))
+
+
+def page_transactions(sim: LoftySimulator, get: Callable[[dict[str, Any]], Any]) -> int:
+    """Every transaction of each type by pages of 100, then the default (Purchase, 20)."""
+    n = 0
+    for kind in ("All", "Purchase", "Listing", "Lease", "Other"):
+        page = 0
+        while rows := get({"transactionType": kind, "pageNum": page, "pageSize": 100})["pageData"]:
+            n += len(rows)
+            page += 1
+    n += len(get({})["pageData"])
+    lead = sim.transactions()[0]["leadId"]
+    n += len(get({"transactionType": "All", "leadId": lead, "queryKey": "a"})["pageData"])
+    return n
+
+
+def team_errors(
+    scope: str, params: Callable[[LoftySimulator], dict[str, Any]]
+) -> tuple[ErrorCase, ...]:
+    """What every team-level endpoint answers alike, and its missing scope."""
+    return (
+        *common_errors(params),
+        ErrorCase("no scope", 403, 200100, params, config={"missing_scopes": [scope]}),
+    )
+
+
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
         LEADS,
@@ -597,6 +697,53 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             ErrorCase("absent", 404, 20007, lambda s: WINDOW, config={"feed_mode": "absent"}),
         ),
     ),
+    Endpoint(
+        MEMBERS,
+        "members",
+        page_members,
+        (
+            *team_errors("members", lambda s: {}),
+            ErrorCase("limit 0", 400, 20042, lambda s: {"limit": 0}),
+            ErrorCase("limit oversize", 400, 20042, lambda s: {"limit": 51}),
+            ErrorCase("no member in the groups", 404, 20003, lambda s: {"groupIds": 12345}),
+        ),
+        min_items=100,
+    ),
+    Endpoint(
+        STAGES,
+        "pipelines",
+        page_stages,
+        (
+            *team_errors("lead_stages", lambda s: {}),
+            ErrorCase("pageSize 0", 400, 20042, lambda s: {"pageSize": 0}),
+            ErrorCase("currPage -1", 400, 20012, lambda s: {"currPage": -1}),
+        ),
+        min_items=33,  # 11 stages, three times
+    ),
+    Endpoint(
+        PONDS,
+        "",
+        page_ponds,
+        (
+            *team_errors("ponds", lambda s: {}),
+            ErrorCase("no JSON Content-Type", 415, 20001, lambda s: {}, content_type=""),
+        ),
+        min_items=6,
+        min_responses=3,
+    ),
+    Endpoint(
+        TRANSACTIONS,
+        "pageData",
+        page_transactions,
+        (
+            *team_errors("transactions", lambda s: {}),
+            ErrorCase("pageSize 101", 400, 20042, lambda s: {"pageSize": 101}),
+            ErrorCase("pageSize 0", 400, 20042, lambda s: {"pageSize": 0}),
+            ErrorCase("pageNum -1", 400, 20012, lambda s: {"pageNum": -1}),
+            ErrorCase("transactionType unknown", 400, 20012, lambda s: {"transactionType": "x"}),
+        ),
+        min_items=120,  # every transaction twice (All, then by type): ~60 on 200 leads
+    ),
 )
 
 
@@ -623,9 +770,9 @@ def test_success_responses_match_the_document(endpoint, sim, checker):
 
     before = checker.responses
     items = endpoint.pages(sim, get)
-    # Many real answers, not one: every lead / every item of every lead.
-    assert checker.responses - before >= 8
-    assert items >= 200
+    # Many real answers, not one: every lead / every item of every lead / every member.
+    assert checker.responses - before >= endpoint.min_responses
+    assert items >= endpoint.min_items
 
 
 CASES = [(e, c) for e in ENDPOINTS for c in e.errors]
@@ -644,7 +791,7 @@ def test_error_responses_match_the_document(endpoint, case, make_sim, checker):
         call(sim, endpoint.path, params, auth)
     if case.fault:
         sim.configure(faults_at={sim.request_count + 1: case.fault})
-    resp = call(sim, endpoint.path, params, auth)
+    resp = call(sim, endpoint.path, params, auth, case.content_type)
     assert resp.status_code == case.status, resp.text
     body = checker.check(resp, endpoint.path, params, validate_request=False)
     assert body.get("code") == case.code, body
@@ -687,6 +834,8 @@ def test_each_deviation_is_needed(sim):
         for lead in sim.lead_ids()[:60]:
             sample(path, {"leadId": lead, "limit": 1000})
     sample(CALLS, {"leadId": 1})  # a 404 object
+    sample(MEMBERS, {"limit": 50})
+    sample(STAGES, {"pageSize": 100})
     body = sample(FEED, {**WINDOW, "teamView": "true", "limit": 1000})
     while body["nextCursor"]:
         body = sample(

@@ -197,7 +197,16 @@ def test_final_state_stays_small_at_5000_leads(make_sim):
     assert len(out.ids("calls")) == sim.total_calls()
     assert len(out.ids("texts")) == sim.total_texts()
     assert len(out.ids("emails")) == len(sim.all_emails())
-    assert out.schemas == {"leads": 1, "calls": 1, "texts": 1, "emails": 1}
+    assert out.schemas == {
+        "leads": 1,
+        "calls": 1,
+        "texts": 1,
+        "emails": 1,
+        "members": 1,
+        "lead_stages": 1,
+        "ponds": 1,
+        "transactions": 1,
+    }
 
 
 @pytest.mark.parametrize("credential", ["api_key", "access_token"])
@@ -228,7 +237,8 @@ def test_401_gives_one_clear_error_and_nonzero_exit(make_sim, tmp_path):
     sim = make_sim(leads=3, seed=1)
     result = run_cli([], sim_config(sim, api_key="wrong-key-123"), tmp_path)
     assert result.returncode == 1
-    assert "GET /v1.0/leads failed with HTTP 401" in result.stderr
+    # Streams sync in name order: lead_stages is the first to ask.
+    assert "GET /v1.0/teamFeatures/lead-pipelines failed with HTTP 401" in result.stderr
     assert "Check api_key" in result.stderr
     assert "Traceback" not in result.stderr
     assert "wrong-key-123" not in result.stderr + result.stdout
