@@ -327,7 +327,7 @@ class TeamPages:
                 # A page-number listing must keep its page size once rows came.
                 can_shrink = not (listing.by_page and seen)
                 if _is_limit_refusal(exc) and self.size > listing.documented_size and can_shrink:
-                    refused = self.size
+                    refused = refused or self.size  # the size asked for first
                     self.size = _smaller_size(self.size, listing.documented_size, exc.detail)
                     continue
                 raise
