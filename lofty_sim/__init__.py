@@ -1,7 +1,8 @@
 """A local simulator of the Lofty CRM Open API for tap-lofty.
 
-Endpoints: the leads listing, the per-lead call, text and email histories, and the team
-communications feed (``GET /v2.0/communication/agent``).
+Endpoints: the leads listing, the per-lead call, text and email histories, the team
+communications feed (``GET /v2.0/communication/agent``), and the team-level members, lead
+stages, lead ponds and transactions (``lofty_sim.team``).
 
 Example::
 
