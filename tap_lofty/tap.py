@@ -37,6 +37,7 @@ from tap_lofty.streams import (
     LeadStagesStream,
     MembersStream,
     PondsStream,
+    TeamStream,
     TextsStream,
     TransactionsStream,
 )
@@ -290,6 +291,18 @@ class TapLofty(Tap):
             PondsStream(self),
             TransactionsStream(self),
         ]
+
+    @property
+    @override
+    def streams(self) -> dict[str, Stream]:
+        """Return the SDK's streams (in name order), the team-level ones last.
+
+        The leads listing and its per-lead children are the run's main work and make its
+        first requests, so a credential or scope problem shows on them first; the
+        team-level streams add their handful of requests after them.
+        """
+        streams = super().streams
+        return dict(sorted(streams.items(), key=lambda item: isinstance(item[1], TeamStream)))
 
     @cached_property
     def client(self) -> LoftyClient:

@@ -183,6 +183,15 @@ def test_no_credential_in_any_output(make_sim, tmp_path, fast_backoff):
             assert secret + "x" not in text
 
 
+#: The team-level endpoints, answering as for a team with nothing in them.
+EMPTY_TEAM: dict[str, Any] = {
+    "/v1.0/members": {"_metadata": {"total": 0}, "members": []},
+    "/v1.0/teamFeatures/lead-pipelines": {"_metadata": {"total": 0}, "pipelines": []},
+    "/v1.0/team-features/lead-ponds": [],
+    "/v2.0/transactions": {"totalCount": 0, "pageData": []},
+}
+
+
 class CannedLofty(BaseHTTPRequestHandler):
     """Serves fixed leads and calls bodies, to feed the tap unexpected data."""
 
@@ -194,8 +203,11 @@ class CannedLofty(BaseHTTPRequestHandler):
 
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        body: Any
         if url.path == "/v1.0/leads":
             body = {"_metadata": {"total": len(self.leads)}, "leads": self.leads}
+        elif url.path in EMPTY_TEAM:
+            body = EMPTY_TEAM[url.path]
         else:
             lead_calls = self.calls.get(int(query["leadId"]), [])
             body = {"calls": lead_calls if query["currentId"] == "1" else []}

@@ -237,8 +237,7 @@ def test_401_gives_one_clear_error_and_nonzero_exit(make_sim, tmp_path):
     sim = make_sim(leads=3, seed=1)
     result = run_cli([], sim_config(sim, api_key="wrong-key-123"), tmp_path)
     assert result.returncode == 1
-    # Streams sync in name order: lead_stages is the first to ask.
-    assert "GET /v1.0/teamFeatures/lead-pipelines failed with HTTP 401" in result.stderr
+    assert "GET /v1.0/leads failed with HTTP 401" in result.stderr
     assert "Check api_key" in result.stderr
     assert "Traceback" not in result.stderr
     assert "wrong-key-123" not in result.stderr + result.stdout
