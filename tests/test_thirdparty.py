@@ -53,7 +53,14 @@ TRUTH: dict[str, Callable[[LoftySimulator], list[dict[str, Any]]]] = {
     "calls": lambda sim: sim.all_calls(),
     "texts": lambda sim: sim.all_texts(),
     "emails": lambda sim: sim.all_emails(),
+    "members": lambda sim: sim.members(),
+    "lead_stages": lambda sim: sim.lead_stages(),
+    "ponds": lambda sim: sim.ponds(),
+    "transactions": lambda sim: sim.transactions(),
 }
+#: Streams whose keys the simulator keeps below 2**53, as Lofty's own examples of them are
+#: (member records, stage and pond ids); their other checks still apply.
+SMALL_KEYS = {"members", "lead_stages", "ponds"}
 #: Hang guard for one pipeline (not an assertion on speed).
 PIPELINE_TIMEOUT_S = 900
 
@@ -301,7 +308,8 @@ def check_warehouse(
             wrong = [(k, want[k], got[k]) for k in want if got[k] != want[k]]
             assert not wrong, f"{stream}: {len(wrong)} rows with wrong ids, e.g. {wrong[:3]}"
             # The check above is only worth something if the ids are beyond float precision.
-            assert max(rec[key] for rec in source) > INT53, f"{stream}: no {key} above 2**53"
+            if stream not in SMALL_KEYS:
+                assert max(rec[key] for rec in source) > INT53, f"{stream}: no {key} above 2**53"
 
             # Id columns must be bigint (numeric would be exact too, but it is not what an
             # integer id is in PostgreSQL, and it joins and indexes worse).
