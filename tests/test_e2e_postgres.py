@@ -138,10 +138,6 @@ def all_keys(pg: PgServer, database: str) -> dict[str, set[int]]:
         return {stream: keys(conn, stream, key) for stream, key in STREAM_KEYS.items()}
 
 
-def call_ids(pg: PgServer, database: str) -> set[int]:
-    return all_keys(pg, database)["calls"]
-
-
 def report(label: str, runner: MeltanoRunner, counts: dict[str, int]) -> None:
     run = runner.runs[-1]
     rows = ", ".join(f"{n} {stream}" for stream, n in counts.items())
