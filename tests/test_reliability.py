@@ -329,5 +329,3 @@ def tap_command(config_path: Path, state_path: Path | None = None) -> list[str]:
     if state_path is not None:
         command += ["--state", str(state_path)]
     return command
-
-

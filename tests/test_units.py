@@ -289,8 +289,9 @@ def test_bookmark_promotes_only_calls_created_before_the_cutoff():
     assert state == {
         "replication_key": "id",
         "replication_key_value": 150,
-        # where the next feed window starts, and the full scan this run was
-        "feedFrom": "2026-11-28T11:50:00Z",
+        # where the next feed window starts (the overlap, 60 min, before this run), and
+        # the full scan this run was
+        "feedFrom": "2026-11-28T11:00:00Z",
         "lastFullScan": "2026-11-28T11:50:00Z",
         "fullScanBookmark": 150,
     }
