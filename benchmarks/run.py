@@ -1,14 +1,16 @@
-"""tap-lofty benchmarks: prints one markdown table for the four scenarios of issue 6.
+"""tap-lofty benchmarks: prints one markdown table for the scenarios of issues 6 and 12.
 
 Usage::
 
     .venv/bin/python benchmarks/run.py              # full run (several minutes), also writes
                                                     # benchmarks/results.md
     .venv/bin/python benchmarks/run.py --quick      # tiny sizes, well under a minute (smoke test)
-    .venv/bin/python benchmarks/run.py --scenario 2 # one scenario (results.md untouched)
+    .venv/bin/python benchmarks/run.py --scenario 5 # one scenario (full sizes): its row, notes
+                                                    # and detail replace those in results.md
 
 Scenarios (the simulator ``python -m lofty_sim`` runs as its own process on 127.0.0.1; the tap
-and the baseline run as child processes, stdout to a file):
+and the baseline run as child processes, stdout to a file). Scenarios 1-4 select the ``leads``
+and ``calls`` streams only (a catalog), as when they were defined (issue 6):
 
 1. Rate-bound: 250 ms latency (+ up to 50 ms jitter), the simulator limits 600 requests per 60 s
    window and the tap's ``requests_per_minute`` is 600. Requests per minute achieved in the
@@ -18,7 +20,15 @@ and the baseline run as child processes, stdout to a file):
    the tap next to ``benchmarks/baseline.py`` (``requests`` + standard-library ``json``).
 3. Scale: 5,000 and 20,000 leads with about 2 calls each: wall time, STATE bytes (all lines and
    the final one) and peak RSS, and the 20k/5k ratios.
-4. Incremental: a run on 2,000 leads, then a rerun from its final STATE with nothing new.
+4. Incremental: a run on 2,000 leads, then a rerun from its final STATE with nothing new, both
+   with ``change_detection=full`` (every lead read every run).
+5. Incremental with change detection (issue 12): 20,000 leads with about 2 calls each; a first
+   run per ``change_detection`` mode (full, auto) and selection (leads = all streams, calls
+   only); then 200 existing leads get new calls and 20 new leads appear with calls; the second
+   run's requests per endpoint and wall time for each mode and selection, every one from a copy
+   of the same first-run STATE; calls lost checked against the simulator's truth. Plus, with
+   nothing changed, an ``auto`` run with calls + texts + emails next to a calls-only one (one
+   feed pass serves all three).
 
 Progress goes to stderr; only the table (and its notes) goes to stdout.
 """
