@@ -115,6 +115,17 @@ class Simulator:
         response.raise_for_status()
         return response.json()
 
+    def api_get(self, path: str, params: dict[str, Any]) -> Any:
+        """Call the API as the tap does (counted: reset the counters afterwards)."""
+        response = self.session.get(
+            self.url + path,
+            params=params,
+            headers={"Authorization": f"token {self.api_key}"},
+            timeout=120,
+        )
+        response.raise_for_status()
+        return response.json()
+
     def api_counters(self) -> dict[str, int]:
         """Return the API request counters since the last reset ("GET <path> <status>": n)."""
         counters: dict[str, int] = self.control("GET", "/_sim/stats")
