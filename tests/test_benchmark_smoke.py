@@ -89,6 +89,8 @@ def test_benchmark_quick_prints_every_scenario(tmp_path: Path) -> None:
     runs = [line for line in detail if line.startswith("| first") or line.startswith("| second")]
     assert len(runs) == 8, detail  # first and second run x full/auto x leads/calls only
     assert sum(line.startswith("| idle") for line in detail) == 2, detail
+    assert sum(line.startswith("| third") for line in detail) == 2, detail
+    assert re.search(r"a third `auto` run .*[\d,]+ calls emitted again", out)
     # --quick never overwrites the full run's results.
     assert (results.read_bytes() if results.exists() else None) == before
 
