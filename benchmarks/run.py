@@ -846,6 +846,10 @@ RESULTS_TITLE = "# tap-lofty benchmark results"
 ROW = re.compile(r"^\| (\d+) \|")
 NOTE = re.compile(r"^- (\d+): ")
 DETAIL = re.compile(r"^#### (\d+)\. ")
+#: A results.md line naming the earlier run that measured the rows it lists.
+KEPT = re.compile(
+    r"^Rows? ([\d, ]+) (?:is|are) kept from (?:the|an) earlier results\.md \((.*)\)\.$"
+)
 
 
 @dataclass
@@ -886,7 +890,7 @@ class Parts:
                 parts.rows[int(match[1])] = line
             elif match := NOTE.match(line):
                 parts.notes.setdefault(int(match[1]), []).append(line)
-            elif line.startswith(("Machine:", "Benchmark:")):
+            elif line.startswith(("Machine:", "Benchmark:")) or KEPT.match(line):
                 header.append(line)
         for lines in parts.details.values():
             while lines and not lines[-1].strip():
@@ -936,22 +940,39 @@ def write_results(rows: list[Row], chosen: list[int], elapsed_s: float) -> None:
         header = header_lines(quick=False, elapsed_s=elapsed_s)
         RESULTS.write_text(f"{RESULTS_TITLE}\n\n" + new.render(header))
         return
-    old_header, old = Parts.parse(RESULTS.read_text())
-    kept = sorted(set(old.rows) - set(chosen))
     header = header_lines(quick=False, elapsed_s=elapsed_s, chosen=chosen)
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     header[-1] += f" Measured {stamp}."
-    if kept:
-        earlier = next((line for line in old_header if line.startswith("Benchmark:")), "")
-        machine = next((line for line in old_header if line.startswith("Machine:")), "")
-        header.append(
-            f"{'Row' if len(kept) == 1 else 'Rows'} {', '.join(map(str, kept))} "
-            f"{'is' if len(kept) == 1 else 'are'} kept from the earlier results.md ("
-            + (earlier.removeprefix("Benchmark: ").rstrip(".") or "no run line")
-            + (f"; {machine.rstrip('.')}" if machine and machine != header[0] else "")
-            + ")."
-        )
-    RESULTS.write_text(f"{RESULTS_TITLE}\n\n" + old.merge(new).render(header))
+    RESULTS.write_text(merge_results(RESULTS.read_text(), new, header))
+
+
+def merge_results(old_text: str, new: Parts, header: list[str]) -> str:
+    """``old_text`` (a results.md) with the scenarios of ``new`` replaced, under ``header``.
+
+    Every row kept says which run measured it: the earlier file's own run line, or the
+    provenance line it carried already.
+    """
+    old_header, old = Parts.parse(old_text)
+    groups: list[tuple[set[int], str]] = []
+    for line in old_header:
+        if match := KEPT.match(line):
+            groups.append(({int(k) for k in match[1].split(",")}, match[2]))
+    own = set(old.rows) - set().union(*(rows for rows, _ in groups))
+    earlier = next((line for line in old_header if line.startswith("Benchmark:")), "")
+    machine = next((line for line in old_header if line.startswith("Machine:")), "")
+    if own:
+        text = earlier.removeprefix("Benchmark: ").rstrip(".") or "no run line"
+        if machine and machine != header[0]:
+            text += f"; {machine.rstrip('.')}"
+        groups.append((own, text))
+    for rows, text in sorted(groups, key=lambda g: min(g[0])):
+        kept = sorted(rows - set(new.rows))
+        if kept:
+            header.append(
+                f"{'Row' if len(kept) == 1 else 'Rows'} {', '.join(map(str, kept))} "
+                f"{'is' if len(kept) == 1 else 'are'} kept from an earlier results.md ({text})."
+            )
+    return f"{RESULTS_TITLE}\n\n" + old.merge(new).render(header)
 
 
 def main(argv: list[str] | None = None) -> int:

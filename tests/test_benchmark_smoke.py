@@ -120,7 +120,11 @@ def test_single_scenario_run_merges_its_row_into_results(
     assert "| 5 | New five | s | t 1 | c 2 | g | yes |" in text
     assert "Old five" not in text and "old note five" not in text and "| old |" not in text
     assert "- 5: new note" in text and "#### 5. New five: every run" in text and "| new |" in text
-    assert "scenario 5 alone" in text and "Row 1 is kept from the earlier results.md" in text
-    # Merging again keeps everything else as it was.
-    bench.write_results([row], [5], 12.0)
-    assert results.read_text().count("| 5 | New five") == 1
+    kept = "Row 1 is kept from an earlier results.md (full run, 300 s in all; Machine: old box)."
+    assert "scenario 5 alone" in text and kept in text, text
+    # Merging again keeps everything else as it was, and row 1 still names the run that made it.
+    bench.write_results([row], [5], 13.0)
+    again = results.read_text()
+    assert again.count("| 5 | New five") == 1 and "- 1: note one" in again
+    assert kept in again and again.count("kept from") == 1, again
+    assert "13 s in all" in again
