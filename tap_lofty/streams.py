@@ -35,7 +35,7 @@ from tap_lofty.feed import FeedUnavailableError, read_feed
 from tap_lofty.pagination import HistoryPageSize, scroll_leads, to_id, walk_history
 from tap_lofty.prefetch import OrderedPrefetcher
 from tap_lofty.progress import Progress
-from tap_lofty.state import ChangeDetection, LeadHistoryBookmark
+from tap_lofty.state import CLOCK_SKEW_MARGIN, ChangeDetection, LeadHistoryBookmark
 from tap_lofty.timefmt import TimeFormatError, to_rfc3339
 
 LOGGER = logging.getLogger("tap_lofty")
@@ -322,7 +322,9 @@ class LeadsStream(LoftyStream):
         if not feeders:
             return None
         start = min(h.bookmark.feed_from for h in feeders if h.bookmark.feed_from)
-        end = dt.datetime.now(dt.timezone.utc)
+        # Ahead of our clock by the skew margin: an item Lofty's clock stamps a little in
+        # our future is read now, not one run later.
+        end = dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW_MARGIN
         try:
             result = read_feed(self.lofty.client, {h.feed_type for h in feeders}, start, end)
         except FeedUnavailableError as exc:
