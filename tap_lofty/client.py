@@ -207,9 +207,9 @@ class LoftyClient:
             if isinstance(outcome, dict):
                 return outcome
             if isinstance(outcome, float):  # 429: wait for the window, not a retry
+                if rate_limit_waited + outcome > self.max_rate_limit_wait_s:
+                    raise LoftyError(self._rate_limit_message(endpoint, rate_limit_waited, outcome))
                 rate_limit_waited += outcome
-                if rate_limit_waited > self.max_rate_limit_wait_s:
-                    raise LoftyError(_rate_limit_message(endpoint, rate_limit_waited))
                 self._log_unless_aborted(
                     logging.INFO,
                     "%s: 429 Too Many Requests; waiting %.1f s for Lofty's rate-limit "
@@ -302,6 +302,18 @@ class LoftyClient:
         else:
             self._sleep(wait)
 
+    def _rate_limit_message(self, endpoint: str, waited: float, next_wait: float) -> str:
+        limit = f"max_rate_limit_wait={self.max_rate_limit_wait_s:g} s"
+        if not self.retry_no_response:
+            limit = f"the {self.max_rate_limit_wait_s:g} s that --test waits at most"
+        return (
+            f"{endpoint}: Lofty kept answering 429 Too Many Requests; the tap waited "
+            f"{waited:.0f} s in total for its rate-limit window, and the next reset is "
+            f"{next_wait:.0f} s away, beyond {limit}. Another client probably shares this "
+            "app's request budget: lower requests_per_minute so the tap paces itself below "
+            "Lofty's limit, or raise max_rate_limit_wait."
+        )
+
     def _no_response(self, exc: Exception) -> _NoResponse:
         """Say which host failed how, from requests' and urllib3's exception chain."""
         parts = urlsplit(self.api_url)
@@ -365,16 +377,6 @@ class LoftyClient:
             self.stats.requests += 1
             self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
             self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
-
-
-def _rate_limit_message(endpoint: str, waited: float) -> str:
-    return (
-        f"{endpoint}: Lofty kept answering 429 Too Many Requests; the tap waited "
-        f"{waited:.0f} s in total for its rate-limit window and gave up (setting "
-        "max_rate_limit_wait). Another client probably shares this app's request budget: "
-        "lower requests_per_minute so the tap paces itself below Lofty's limit, or raise "
-        "max_rate_limit_wait."
-    )
 
 
 def _error_body(response: requests.Response) -> tuple[Any, str]:
