@@ -223,11 +223,7 @@ class TapLofty(Tap):
     @cached_property
     def progress(self) -> Progress:
         """Counters behind the progress lines and the end-of-run summary."""
-        return Progress(
-            self.client.stats,
-            self.client.budget,
-            leads_page_size=self.config["leads_page_size"],
-        )
+        return Progress(self.client.stats, self.client.budget)
 
     @property
     def calls_stream(self) -> CallsStream:
@@ -276,6 +272,7 @@ class TapLofty(Tap):
             stream.logger.addFilter(quiet)
         calls = self.streams.get("calls")
         progress = self.progress
+        progress.leads_page_size = self.config["leads_page_size"]  # for the ETA
         if calls is not None:
             progress.reads_calls = bool(calls.selected or calls.has_selected_descendents)
         progress.start()
