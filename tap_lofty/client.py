@@ -140,11 +140,13 @@ class LoftyClient:
         sleep: Callable[[float], None] | None = None,
         retry_no_response: bool = True,
         backoff_base_s: float | None = None,
+        timeout_label: str = "request_timeout",
     ) -> None:
         """Create a client for ``api_url``; ``authorization`` is the full header value.
 
         ``retry_no_response=False`` (``--test``) fails at once when no response came
         (refused, DNS, TLS, timeout): the user is waiting for a yes or no.
+        ``timeout_label`` says in messages where ``timeout_s`` comes from.
         """
         self.api_url = api_url.rstrip("/")
         self._headers = {
@@ -159,6 +161,7 @@ class LoftyClient:
         self.max_retries = max_retries
         self.max_rate_limit_wait_s = max_rate_limit_wait_s
         self.retry_no_response = retry_no_response
+        self.timeout_label = timeout_label
         self._backoff_base_s = backoff_base_s
         self._sleep = sleep
         self._local = threading.local()
@@ -319,7 +322,7 @@ class LoftyClient:
         parts = urlsplit(self.api_url)
         host = parts.hostname or parts.netloc
         where = f"{host}:{parts.port}" if parts.port else host
-        timeout = f"{self.timeout_s:g} s (request_timeout)"
+        timeout = f"{self.timeout_s:g} s ({self.timeout_label})"
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
         if isinstance(exc, requests.exceptions.SSLError):
             # e.g. "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"

@@ -293,6 +293,10 @@ class TapLofty(Tap):
         or a timeout is reported at once instead of after minutes of backoff.
         """
         config = self.config
+        timeout = config["request_timeout"]
+        label = "request_timeout"
+        if timeout > TEST_TIMEOUT_S:
+            label = f"--test waits at most {TEST_TIMEOUT_S:g} s; request_timeout is {timeout:g} s"
         return LoftyClient(
             api_url=config["api_url"],
             authorization=auth_header(
@@ -300,7 +304,8 @@ class TapLofty(Tap):
             ),
             # Two requests: never wait for a new window for the second one.
             budget=RequestBudget(max(config["requests_per_minute"], 2), WINDOW_S),
-            timeout_s=min(config["request_timeout"], TEST_TIMEOUT_S),
+            timeout_s=min(timeout, TEST_TIMEOUT_S),
+            timeout_label=label,
             user_agent=config["user_agent"],
             max_retries=1,
             max_rate_limit_wait_s=min(config["max_rate_limit_wait"], TEST_TIMEOUT_S),

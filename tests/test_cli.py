@@ -257,7 +257,13 @@ def test_connection_test_tls_failure_names_host(make_sim, tmp_path):
     assert took < 15
 
 
-@pytest.mark.parametrize(("request_timeout", "waited"), [(2, "2 s"), (60, "10 s")])
+@pytest.mark.parametrize(
+    ("request_timeout", "waited"),
+    [
+        (2, "2 s (request_timeout)"),
+        (60, "10 s (--test waits at most 10 s; request_timeout is 60 s)"),
+    ],
+)
 def test_connection_test_timeout_names_request_timeout(
     tmp_path, silent_server, request_timeout, waited
 ):
@@ -268,7 +274,7 @@ def test_connection_test_timeout_names_request_timeout(
     assert_one_clean_error(
         result,
         f"{ERROR}connection test failed: GET /v1.0/leads: 127.0.0.1:{silent_server} did not "
-        f"answer within {waited} (request_timeout); api_url is '{url}'. Lofty or the network "
+        f"answer within {waited}; api_url is '{url}'. Lofty or the network "
         "is slow or a firewall drops the traffic; try again, or raise request_timeout.",
     )
     assert took < 15
