@@ -428,7 +428,13 @@ class TapLofty(Tap):
             elif param.name in ("state", "catalog"):
                 # Read by invoke(), so that a missing or broken file is one clear error
                 # naming it (exit 1) rather than click's usage message (exit 2).
-                param.type = click.STRING
+                param.type = click.Path()
+                param.help = (
+                    "A Singer catalog (from --discover) selecting streams and fields."
+                    if param.name == "catalog"
+                    else "The value of the last STATE message of an earlier run (a JSON "
+                    "object): the run resumes or continues from it."
+                )
         return command
 
 
