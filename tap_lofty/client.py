@@ -140,11 +140,13 @@ class LoftyClient:
         sleep: Callable[[float], None] | None = None,
         retry_no_response: bool = True,
         backoff_base_s: float | None = None,
+        timeout_label: str = "request_timeout",
     ) -> None:
         """Create a client for ``api_url``; ``authorization`` is the full header value.
 
         ``retry_no_response=False`` (``--test``) fails at once when no response came
         (refused, DNS, TLS, timeout): the user is waiting for a yes or no.
+        ``timeout_label`` says in messages where ``timeout_s`` comes from.
         """
         self.api_url = api_url.rstrip("/")
         self._headers = {
@@ -159,6 +161,7 @@ class LoftyClient:
         self.max_retries = max_retries
         self.max_rate_limit_wait_s = max_rate_limit_wait_s
         self.retry_no_response = retry_no_response
+        self.timeout_label = timeout_label
         self._backoff_base_s = backoff_base_s
         self._sleep = sleep
         self._local = threading.local()
@@ -207,9 +210,9 @@ class LoftyClient:
             if isinstance(outcome, dict):
                 return outcome
             if isinstance(outcome, float):  # 429: wait for the window, not a retry
+                if rate_limit_waited + outcome > self.max_rate_limit_wait_s:
+                    raise LoftyError(self._rate_limit_message(endpoint, rate_limit_waited, outcome))
                 rate_limit_waited += outcome
-                if rate_limit_waited > self.max_rate_limit_wait_s:
-                    raise LoftyError(_rate_limit_message(endpoint, rate_limit_waited))
                 self._log_unless_aborted(
                     logging.INFO,
                     "%s: 429 Too Many Requests; waiting %.1f s for Lofty's rate-limit "
@@ -302,12 +305,24 @@ class LoftyClient:
         else:
             self._sleep(wait)
 
+    def _rate_limit_message(self, endpoint: str, waited: float, next_wait: float) -> str:
+        limit = f"max_rate_limit_wait={self.max_rate_limit_wait_s:g} s"
+        if not self.retry_no_response:
+            limit = f"the {self.max_rate_limit_wait_s:g} s that --test waits at most"
+        return (
+            f"{endpoint}: Lofty kept answering 429 Too Many Requests; the tap waited "
+            f"{waited:.0f} s in total for its rate-limit window, and the next reset is "
+            f"{next_wait:.0f} s away, beyond {limit}. Another client probably shares this "
+            "app's request budget: lower requests_per_minute so the tap paces itself below "
+            "Lofty's limit, or raise max_rate_limit_wait."
+        )
+
     def _no_response(self, exc: Exception) -> _NoResponse:
         """Say which host failed how, from requests' and urllib3's exception chain."""
         parts = urlsplit(self.api_url)
         host = parts.hostname or parts.netloc
         where = f"{host}:{parts.port}" if parts.port else host
-        timeout = f"{self.timeout_s:g} s (request_timeout)"
+        timeout = f"{self.timeout_s:g} s ({self.timeout_label})"
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
         if isinstance(exc, requests.exceptions.SSLError):
             # e.g. "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"
@@ -365,16 +380,6 @@ class LoftyClient:
             self.stats.requests += 1
             self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
             self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
-
-
-def _rate_limit_message(endpoint: str, waited: float) -> str:
-    return (
-        f"{endpoint}: Lofty kept answering 429 Too Many Requests; the tap waited "
-        f"{waited:.0f} s in total for its rate-limit window and gave up (setting "
-        "max_rate_limit_wait). Another client probably shares this app's request budget: "
-        "lower requests_per_minute so the tap paces itself below Lofty's limit, or raise "
-        "max_rate_limit_wait."
-    )
 
 
 def _error_body(response: requests.Response) -> tuple[Any, str]:

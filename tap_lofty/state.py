@@ -188,7 +188,7 @@ class LeadHistoryBookmark:
         self._newest_listed: dt.datetime | None = None
         # Leads done but created at or after the marker: claimed once it passes them.
         self._done_unclaimed: list[tuple[dt.datetime, int]] = []
-        self._marker = self.skip_before
+        self._marker: dt.datetime | None = self.skip_before
         self._write_resume()
 
     def _resume(self, resume: dict[str, Any]) -> None:

@@ -279,11 +279,7 @@ class TapLofty(Tap):
     @cached_property
     def progress(self) -> Progress:
         """Counters behind the progress lines and the end-of-run summary."""
-        return Progress(
-            self.client.stats,
-            self.client.budget,
-            leads_page_size=self.config["leads_page_size"],
-        )
+        return Progress(self.client.stats, self.client.budget)
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -324,6 +320,7 @@ class TapLofty(Tap):
         for stream in self.streams.values():
             stream.logger.addFilter(quiet)
         progress = self.progress
+        progress.leads_page_size = self.config["leads_page_size"]  # for the ETA
         progress.start()
         try:
             super().sync_all()
@@ -342,6 +339,10 @@ class TapLofty(Tap):
         or a timeout is reported at once instead of after minutes of backoff.
         """
         config = self.config
+        timeout = config["request_timeout"]
+        label = "request_timeout"
+        if timeout > TEST_TIMEOUT_S:
+            label = f"--test waits at most {TEST_TIMEOUT_S:g} s; request_timeout is {timeout:g} s"
         return LoftyClient(
             api_url=config["api_url"],
             authorization=auth_header(
@@ -349,7 +350,8 @@ class TapLofty(Tap):
             ),
             # Two requests: never wait for a new window for the second one.
             budget=RequestBudget(max(config["requests_per_minute"], 2), WINDOW_S),
-            timeout_s=min(config["request_timeout"], TEST_TIMEOUT_S),
+            timeout_s=min(timeout, TEST_TIMEOUT_S),
+            timeout_label=label,
             user_agent=config["user_agent"],
             max_retries=1,
             max_rate_limit_wait_s=min(config["max_rate_limit_wait"], TEST_TIMEOUT_S),
@@ -472,7 +474,13 @@ class TapLofty(Tap):
             elif param.name in ("state", "catalog"):
                 # Read by invoke(), so that a missing or broken file is one clear error
                 # naming it (exit 1) rather than click's usage message (exit 2).
-                param.type = click.STRING
+                param.type = click.Path()
+                param.help = (
+                    "A Singer catalog (from --discover) selecting streams and fields."
+                    if param.name == "catalog"
+                    else "The value of the last STATE message of an earlier run (a JSON "
+                    "object): the run resumes or continues from it."
+                )
         return command
 
 

@@ -257,7 +257,13 @@ def test_connection_test_tls_failure_names_host(make_sim, tmp_path):
     assert took < 15
 
 
-@pytest.mark.parametrize(("request_timeout", "waited"), [(2, "2 s"), (60, "10 s")])
+@pytest.mark.parametrize(
+    ("request_timeout", "waited"),
+    [
+        (2, "2 s (request_timeout)"),
+        (60, "10 s (--test waits at most 10 s; request_timeout is 60 s)"),
+    ],
+)
 def test_connection_test_timeout_names_request_timeout(
     tmp_path, silent_server, request_timeout, waited
 ):
@@ -268,7 +274,7 @@ def test_connection_test_timeout_names_request_timeout(
     assert_one_clean_error(
         result,
         f"{ERROR}connection test failed: GET /v1.0/leads: 127.0.0.1:{silent_server} did not "
-        f"answer within {waited} (request_timeout); api_url is '{url}'. Lofty or the network "
+        f"answer within {waited}; api_url is '{url}'. Lofty or the network "
         "is slow or a firewall drops the traffic; try again, or raise request_timeout.",
     )
     assert took < 15
@@ -387,3 +393,22 @@ def test_a_mistyped_secret_is_not_quoted_in_the_error(tmp_path):
         f"(its value is not shown: it is a secret). Fix them and run again; {ABOUT}",
     )
     assert "4815162342" not in result.stderr
+
+
+def test_connection_test_rate_limited_answers_within_seconds(make_sim, tmp_path):
+    import requests
+
+    sim = make_sim(leads=3, seed=1, rate_limit=3, rate_window_s=60.0)
+    headers = {"Authorization": f"token {sim.config.api_key}"}
+    while requests.get(f"{sim.url}/v1.0/leads", headers=headers, timeout=5).status_code != 429:
+        pass  # another client of the same app uses up the window
+    result, took = timed_test(sim_config(sim, api_key=sim.config.api_key), tmp_path)
+    print(f"--test while Lofty answers 429: {took:.2f} s")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(
+        f"{ERROR}connection test failed: GET /v1.0/leads: Lofty kept answering 429 Too Many "
+        "Requests; the tap waited 0 s in total for its rate-limit window, and the next reset is "
+    )
+    assert "beyond the 10 s that --test waits at most." in line
+    assert took < 15
