@@ -785,8 +785,9 @@ def change_detection(work: Path, sizes: Sizes) -> Row:
             for sel, r in thirds.items()
         )
         + ". A feed run's cut-off is `feed_overlap_minutes` (60) before it started, so runs "
-        "within that time read the leads changed in it again (targets upsert on `id`); after a "
-        "first (full) run the margin is 10 minutes, hence the idle runs' single request.",
+        "within that time read the leads changed in it again (targets upsert on `id`); the idle "
+        "runs' window (the hour before the first run) holds no activity, hence their single "
+        "request.",
     ]
 
     def detail_row(r: DetectRun) -> str:
