@@ -423,6 +423,7 @@ class LeadHistoryStream(LoftyStream):
         self._page_size = HistoryPageSize(
             self.path, self.page_size_setting, self.config[self.page_size_setting]
         )
+        #: Leads to keep in flight: two per worker, so none waits for the next one.
         self.lookahead = 2 * max(self.config["max_concurrency"], 1)
         # The SDK logs two lines and two metrics per child context, i.e. per lead:
         # 400,000 lines on a 100,000-lead account. Progress lines replace them.
