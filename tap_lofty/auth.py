@@ -53,8 +53,8 @@ DEFAULT_REDIRECT_URI = "http://127.0.0.1:8976/callback"
 CLIENT_AUTH_METHODS = ("basic", "body")
 #: When Lofty's answer gives no ``expires_in``: renew after this long (and on a 401).
 DEFAULT_LIFETIME_S = 3600.0
-#: Renew this long before expiry at most; a fifth of the lifetime for short-lived tokens,
-#: so a request sent just before the renewal still arrives in time.
+#: Renew this long before expiry (half the lifetime for tokens shorter than two minutes),
+#: so a request that got its token just before still arrives, after any wait, in time.
 RENEW_MARGIN_S = 60.0
 #: Tries of one token request when Lofty or the network fails (not for a refusal).
 TOKEN_TRIES = 3
@@ -162,7 +162,7 @@ class Tokens:
 
     def due(self, now: float) -> bool:
         """Whether to renew before the next request."""
-        margin = min(RENEW_MARGIN_S, self.lifetime_s / 5)
+        margin = min(RENEW_MARGIN_S, self.lifetime_s / 2)
         return now >= self.expires_at - margin
 
 
@@ -263,6 +263,7 @@ class OAuthApp:
         form: dict[str, str],
         previous: Tokens | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> Tokens:
         """POST ``form`` to the token URL and return the tokens, or raise AuthError.
 
@@ -279,7 +280,7 @@ class OAuthApp:
         grant = form["grant_type"]
         last = ""
         for attempt in range(1, TOKEN_TRIES + 1):
-            sent = time.time()
+            sent = clock()
             try:
                 response = requests.post(
                     self.token_url, data=form, auth=auth, headers=headers, timeout=self.timeout_s
@@ -405,6 +406,9 @@ class OAuthSession:
         self._lock = threading.Lock()
         self._tokens: Tokens | None = None
         self._refresh_token = refresh_token
+        # A refused renewal ends the run: the threads still waiting get the same error
+        # instead of each asking Lofty again with the same dead token.
+        self._failed: AuthError | None = None
         #: Token requests this run (for the summary and the tests).
         self.renewals = 0
         if self._cache is not None:
@@ -437,6 +441,8 @@ class OAuthSession:
 
     def _renew(self, why: str) -> None:
         """Get new tokens (under the lock) and store a rotated refresh token first thing."""
+        if self._failed is not None:
+            raise self._failed
         if self._customer_key is not None:
             form = {"grant_type": "client_credentials", "customer_key": self._customer_key}
         elif self._refresh_token:
@@ -448,7 +454,11 @@ class OAuthSession:
                 f"client_id. To fix it, {LOGIN_HINT}."
             )
         LOGGER.info("Getting an OAuth access token (%s, %s).", form["grant_type"], why)
-        tokens = self.app.request_tokens(form, self._tokens)
+        try:
+            tokens = self.app.request_tokens(form, self._tokens, clock=self._clock)
+        except AuthError as exc:
+            self._failed = exc
+            raise
         self.renewals += 1
         if self._cache is not None and tokens.refresh_token:
             self._store(tokens)

@@ -206,11 +206,11 @@ class LoftyClient:
         while True:
             if self._aborted.is_set():
                 raise RunAborted
-            # Before the budget slot: a renewal (waiting for another thread's, too) must
-            # not hold a slot other requests could use.
-            authorization = self.credential.header()
             self.budget.acquire()
             try:
+                # After the slot, not before: acquire() can wait out a whole rate-limit
+                # window, and a token taken before that wait may expire during it.
+                authorization = self.credential.header()
                 outcome = self._attempt(endpoint, path, params, authorization)
             finally:
                 self.budget.release()
