@@ -30,7 +30,7 @@ import secrets
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -216,6 +216,29 @@ class TokenCache:
         """Whether :meth:`load` gives a refresh token."""
         tokens = self.load(config_refresh_token)
         return tokens is not None and tokens.refresh_token is not None
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock on the cache (``<file>.lock``) across processes.
+
+        Without ``fcntl`` (Windows) or when the lock file cannot be made, runs unlocked:
+        the lock only matters for runs that overlap.
+        """
+        lock_path = self.path.parent / (self.path.name + ".lock")
+        fd: int | None = None
+        try:
+            import fcntl  # noqa: PLC0415 (POSIX only)
+
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
 
     def save(self, tokens: Tokens, config_refresh_token: str | None) -> None:
         """Replace the cache with ``tokens`` (mode 0600, atomically)."""
@@ -443,6 +466,24 @@ class OAuthSession:
         """Get new tokens (under the lock) and store a rotated refresh token first thing."""
         if self._failed is not None:
             raise self._failed
+        if self._cache is None:
+            self._request(why)
+            return
+        # Another run sharing the cache (an overlapping schedule, a --test) may have renewed
+        # meanwhile, retiring the refresh token this one holds: renew under a lock on the
+        # cache, starting from what the cache holds then.
+        with self._cache.locked():
+            newer = self._cache.load(self._config_refresh_token)
+            if newer is not None and newer.refresh_token not in (None, self._refresh_token):
+                self._refresh_token = newer.refresh_token
+                current = self._tokens.access_token if self._tokens else None
+                if newer.access_token != current and not newer.due(self._clock()):
+                    LOGGER.info("Using the OAuth access token another run just got (%s).", why)
+                    self._tokens = newer
+                    return
+            self._request(why)
+
+    def _request(self, why: str) -> None:
         if self._customer_key is not None:
             form = {"grant_type": "client_credentials", "customer_key": self._customer_key}
         elif self._refresh_token:

@@ -487,13 +487,16 @@ class TapLofty(Tap):
             tap = cls(
                 config=config.config, parse_env_config=config.parse_env, validate_config=False
             )
-        path = auth.login(
-            tap.config,
-            say=lambda text: click.echo(text, err=True),
-            read_line=sys.stdin.readline,
-            wait_s=float(os.environ.get("TAP_LOFTY_LOGIN_WAIT_S", auth.LOGIN_WAIT_S)),
-            timeout_s=min(float(tap.config["request_timeout"]), 60.0),
-        )
+        try:
+            path = auth.login(
+                tap.config,
+                say=lambda text: click.echo(text, err=True),
+                read_line=sys.stdin.readline,
+                wait_s=auth.LOGIN_WAIT_S,
+                timeout_s=min(float(tap.config["request_timeout"]), 60.0),
+            )
+        except KeyboardInterrupt:
+            raise LoftyError("--login was interrupted; no tokens were stored.") from None
         click.echo(
             f"Signed in: the OAuth tokens are in {path} (only you can read it). Runs with this "
             "client_id use and renew them; refresh_token need not be in the config.",

@@ -247,7 +247,8 @@ def test_second_run_works_from_the_cache_after_rotation(make_sim, tmp_path):
     assert sim.oauth.counters["refresh_token 200"] == 1
     cache = Path(config["token_cache_path"])
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
-    assert [p.name for p in cache.parent.iterdir()] == ["tokens.json"]  # no temporary left
+    # No temporary file left behind (the lock file serialises renewals of runs that overlap).
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["tokens.json", "tokens.json.lock"]
     # The configured refresh_token is dead now (rotated); the cached one carries on.
     rotated = token_post(
         sim, {"grant_type": "refresh_token", "refresh_token": config["refresh_token"]}
@@ -571,3 +572,25 @@ def test_token_outlived_by_a_rate_limit_wait_is_renewed_before_sending(make_sim,
     assert_everything_once(out, sim)
     assert time.monotonic() - started > 3  # the budget waited for windows, each > a lifetime
     assert {k: v for k, v in sim.counters.items() if k.endswith(" 401")} == {}
+
+
+def test_overlapping_runs_sharing_the_cache_do_not_burn_the_rotated_token(make_sim, tmp_path):
+    sim = make_sim(leads=2, seed=2, calls_per_lead_mean=1, big_leads=0)
+    config = oauth_config(sim, tmp_path, refresh_token=sim.oauth.issue_refresh_token())
+    run_tap(config)  # fills the cache
+    app = OAuthApp(sim.oauth.config.client_id, sim.oauth.config.client_secret, sim.url + TOKEN_PATH)
+    path = Path(config["token_cache_path"])
+    # Two runs started from the same cache (say a scheduled run and a --test).
+    first = OAuthSession(
+        app, refresh_token=config["refresh_token"], cache=TokenCache(path, app.client_id)
+    )
+    second = OAuthSession(
+        app, refresh_token=config["refresh_token"], cache=TokenCache(path, app.client_id)
+    )
+    old = first.header()
+    assert second.header() == old
+    sim.oauth.expire_access_tokens()
+    renewed = first.after_401(old)  # rotates: the refresh token both loaded is dead now
+    assert second.after_401(old) == renewed  # takes what the first stored, asks nothing
+    assert sim.oauth.counters == {"refresh_token 200": 2}
+    assert (first.renewals, second.renewals) == (1, 0)
