@@ -323,7 +323,7 @@ class OAuthApp:
                 )
                 sleep(attempt)
         raise AuthError(
-            f"The OAuth token request ({grant}) to {_url_for_message(self.token_url)} failed "
+            f"The OAuth token request ({grant}) to {safe_url(self.token_url)} failed "
             f"{TOKEN_TRIES} times (last: {last}). Check oauth_token_url and that this machine "
             "can reach it; otherwise run again later."
         )
@@ -360,7 +360,7 @@ class OAuthApp:
         description = _scrub(description[:200], self.client_id, self.client_secret)
         said = f"HTTP {status}" + (f", {error}" if error else "")
         said += f": {description!r}" if description else ""
-        where = f"The OAuth token request ({grant}) to {_url_for_message(self.token_url)}"
+        where = f"The OAuth token request ({grant}) to {safe_url(self.token_url)}"
         if error == "invalid_client" or status == 401:
             return (
                 f"{where} was refused ({said}). Lofty did not accept the app's credentials: "
@@ -400,11 +400,6 @@ def _scrub(text: str, *values: str) -> str:
     return text
 
 
-def _url_for_message(url: str) -> str:
-    # A token URL has no reason to carry a query or a password; drop them anyway.
-    return safe_url(url)
-
-
 # ---------------------------------------------------------------------- the session
 
 
@@ -432,7 +427,7 @@ class OAuthSession:
         # A refused renewal ends the run: the threads still waiting get the same error
         # instead of each asking Lofty again with the same dead token.
         self._failed: AuthError | None = None
-        #: Token requests this run (for the summary and the tests).
+        #: Token requests this run (each is also logged at INFO, without the token).
         self.renewals = 0
         if self._cache is not None:
             cached = self._cache.load(refresh_token)
