@@ -23,8 +23,10 @@ SECRET = "very-secret-key-4f1d"
 ERROR = "tap-lofty: error: "
 ABOUT = "`tap-lofty --about` describes every setting."
 CREDENTIAL = (
-    "Give exactly one credential: api_key (a Lofty API key, sent as 'token <key>') or "
-    "access_token (an OAuth token, sent as 'Bearer <token>'); "
+    "Give exactly one way to authenticate: api_key (a Lofty API key, sent as 'token <key>'), "
+    "access_token (an OAuth token, sent as 'Bearer <token>'), OAuth with a refresh token "
+    "(client_id, client_secret and refresh_token, or a token cache from `tap-lofty --login`) "
+    "or OAuth client credentials (client_id, client_secret and customer_key); "
 )
 
 
@@ -69,14 +71,14 @@ def base_config(**overrides: Any) -> dict[str, Any]:
 SETTING_ERRORS = [
     pytest.param(
         {"api_key": None},
-        f"invalid settings (--config '{{config}}'): {CREDENTIAL}neither is set. Fix them "
+        f"invalid settings (--config '{{config}}'): {CREDENTIAL}none is set. Fix them "
         f"and run again; {ABOUT}",
         id="no-credential",
     ),
     pytest.param(
         {"access_token": "also-a-token"},
-        f"invalid settings (--config '{{config}}'): {CREDENTIAL}both are set. Fix them and "
-        f"run again; {ABOUT}",
+        f"invalid settings (--config '{{config}}'): {CREDENTIAL}several are set (api_key, "
+        f"access_token). Fix them and run again; {ABOUT}",
         id="both-credentials",
     ),
     pytest.param(
@@ -113,7 +115,7 @@ def test_no_config_at_all_says_so(tmp_path, mode):
     result = run_cli(mode, None, tmp_path)
     assert_one_clean_error(
         result,
-        f"{ERROR}invalid settings (no --config given): {CREDENTIAL}neither is set. Fix them "
+        f"{ERROR}invalid settings (no --config given): {CREDENTIAL}none is set. Fix them "
         f"and run again; {ABOUT}",
     )
 
