@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -26,8 +26,11 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-#: The counters of /_sim/stats that are API requests ("GET /v1.0/leads 200", ...).
-API_PREFIX = "GET /v1.0/"
+#: The counters of /_sim/stats that are API requests ("GET /v1.0/leads 200", and the
+#: communications feed "GET /v2.0/communication/agent 200").
+API_PREFIXES = ("GET /v1.0/", "GET /v2.0/")
+#: The tap's streams, and the key of each one's records.
+STREAM_KEYS = {"leads": "leadId", "calls": "id", "texts": "id", "emails": "id"}
 
 
 def child_env() -> dict[str, str]:
@@ -112,12 +115,44 @@ class Simulator:
         response.raise_for_status()
         return response.json()
 
+    def api_get(self, path: str, params: dict[str, Any]) -> Any:
+        """Call the API as the tap does (counted: reset the counters afterwards)."""
+        response = self.session.get(
+            self.url + path,
+            params=params,
+            headers={"Authorization": f"token {self.api_key}"},
+            timeout=120,
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def api_counters(self) -> dict[str, int]:
+        """Return the API request counters since the last reset ("GET <path> <status>": n)."""
+        counters: dict[str, int] = self.control("GET", "/_sim/stats")
+        return {k: n for k, n in counters.items() if k.startswith(API_PREFIXES)}
+
     def api_requests(self) -> tuple[int, int]:
         """Return (API requests answered, of which 429) since the last reset."""
-        counters: dict[str, int] = self.control("GET", "/_sim/stats")
-        total = sum(n for k, n in counters.items() if k.startswith(API_PREFIX))
-        limited = sum(n for k, n in counters.items() if k.startswith(API_PREFIX) and "429" in k)
+        counters = self.api_counters()
+        total = sum(counters.values())
+        limited = sum(n for k, n in counters.items() if k.endswith(" 429"))
         return total, limited
+
+    def requests_by_endpoint(self) -> dict[str, int]:
+        """Return the API requests since the last reset per path (all statuses)."""
+        out: dict[str, int] = {}
+        for key, count in self.api_counters().items():
+            path = key.split(" ")[1]
+            out[path] = out.get(path, 0) + count
+        return out
+
+    def truth_ids(self) -> dict[str, set[int]]:
+        """Return the ids of every call, text and email the simulator holds now."""
+        truth = self.control("GET", "/_sim/truth")
+        return {
+            stream: {int(row[STREAM_KEYS[stream]]) for row in truth[stream]}
+            for stream in ("calls", "texts", "emails")
+        }
 
     def reset(self, **config: Any) -> None:
         """Clear the counters; with ``config``, reconfigure (a new rate_limit: a new window)."""
@@ -295,12 +330,39 @@ def run_measured(
     )
 
 
-def tap_cmd(config: Path, state: Path | None = None) -> list[str]:
+def tap_cmd(config: Path, state: Path | None = None, catalog: Path | None = None) -> list[str]:
     """Command line of the tap (the installed package, run by this Python)."""
     cmd = [PYTHON, "-m", "tap_lofty", "--config", str(config)]
     if state is not None:
         cmd += ["--state", str(state)]
+    if catalog is not None:
+        cmd += ["--catalog", str(catalog)]
     return cmd
+
+
+def write_catalog(config: Path, path: Path, selected: Iterable[str]) -> Path:
+    """Write the tap's discovered catalog with only the ``selected`` streams selected."""
+    discovered = subprocess.run(
+        [PYTHON, "-m", "tap_lofty", "--config", str(config), "--discover"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=child_env(),
+    )
+    catalog = json.loads(discovered.stdout)
+    wanted = set(selected)
+    found = set()
+    for stream in catalog["streams"]:
+        found.add(stream["tap_stream_id"])
+        for entry in stream["metadata"]:
+            if entry["breadcrumb"] == []:
+                entry["metadata"]["selected"] = stream["tap_stream_id"] in wanted
+    if not wanted <= found:
+        msg = f"the tap's catalog has no stream(s) {sorted(wanted - found)}"
+        raise RuntimeError(msg)
+    path.write_text(json.dumps(catalog))
+    return path
 
 
 def baseline_cmd(config: Path) -> list[str]:
@@ -354,7 +416,6 @@ def scan_output(path: Path) -> Output:
 
 def record_set(path: Path) -> dict[tuple[str, Any], dict[str, Any]]:
     """RECORD bodies keyed by (stream, primary key), for comparing two outputs."""
-    keys = {"leads": "leadId", "calls": "id"}
     found: dict[tuple[str, Any], dict[str, Any]] = {}
     for raw in _lines(path):
         if b'"type":"RECORD"' not in raw[:60]:
@@ -362,7 +423,24 @@ def record_set(path: Path) -> dict[tuple[str, Any], dict[str, Any]]:
         message = json.loads(raw)
         stream = message["stream"]
         record = message["record"]
-        found[(stream, record[keys[stream]])] = record
+        found[(stream, record[STREAM_KEYS[stream]])] = record
+    return found
+
+
+def record_ids(
+    path: Path, streams: Iterable[str] = ("calls", "texts", "emails")
+) -> dict[str, list[int]]:
+    """Primary keys of the RECORD lines of ``streams`` in a Singer output file (repeats kept)."""
+    wanted = {s.encode(): s for s in streams}
+    found: dict[str, list[int]] = {s: [] for s in wanted.values()}
+    for raw in _lines(path):
+        head = raw[:60]
+        if b'"type":"RECORD"' not in head:
+            continue
+        start = head.index(b'"stream":"') + 10
+        stream = wanted.get(head[start : head.index(b'"', start)])
+        if stream is not None:
+            found[stream].append(int(json.loads(raw)["record"][STREAM_KEYS[stream]]))
     return found
 
 

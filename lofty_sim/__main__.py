@@ -14,6 +14,7 @@ import threading
 from types import FrameType
 
 from lofty_sim.config import DEFAULT_FAULT_KINDS, FEED_MODES, LEADS_ORDERS, SCOPES, SimConfig
+from lofty_sim.oauth import OAuthConfig
 from lofty_sim.server import LoftySimulator
 
 
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--api-key", default=d.api_key)
     p.add_argument("--access-token", default=d.access_token)
+    # OAuth (lofty_sim/oauth.py): the app's client and the access tokens' lifetime.
+    o = OAuthConfig()
+    p.add_argument("--oauth-client-id", default=o.client_id)
+    p.add_argument("--oauth-client-secret", default=o.client_secret)
+    p.add_argument(
+        "--oauth-access-ttl", type=int, default=o.access_ttl_s, help="seconds (default 3600)"
+    )
     return p
 
 
@@ -186,10 +194,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     sim = LoftySimulator(config)
+    try:
+        sim.oauth.configure(
+            client_id=args.oauth_client_id,
+            client_secret=args.oauth_client_secret,
+            access_ttl_s=args.oauth_access_ttl,
+        )
+    except ValueError as err:
+        print(f"lofty_sim: {err}", file=sys.stderr)
+        return 2
     url = sim.start(host=args.host, port=args.port)
     print(f"LOFTY_SIM_URL={url}")
     print(f"LOFTY_SIM_API_KEY={config.api_key}")
-    print(f"LOFTY_SIM_ACCESS_TOKEN={config.access_token}", flush=True)
+    print(f"LOFTY_SIM_ACCESS_TOKEN={config.access_token}")
+    print(f"LOFTY_SIM_OAUTH_CLIENT_ID={sim.oauth.config.client_id}")
+    print(f"LOFTY_SIM_OAUTH_CLIENT_SECRET={sim.oauth.config.client_secret}", flush=True)
     # Event.wait with a timeout in a loop: a bare wait() would not wake for signals promptly on
     # every platform.
     while not stop.wait(0.5):

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from lofty_sim.config import DATA_FIELDS, Fault, SimConfig
 from lofty_sim.data import CALLER_AGENT_ID, DAY_MS, Dataset, LeadState, dumps, feed_item
+from lofty_sim.oauth import OAuthProvider
 from lofty_sim.team import build_members, build_ponds, build_stages, build_transactions
 
 LEADS_PATH = "/v1.0/leads"
@@ -333,6 +334,13 @@ class _Handler(BaseHTTPRequestHandler):
                 headers_sent = True
                 self._send(status, dumps(payload), JSON_TYPE, {})
                 return
+            # OAuth consent page and token endpoint (lofty_sim/oauth.py): no rate limit, not
+            # in the API counters.
+            oauth = self._srv.sim.oauth.handle(method, path, parts.query, self.headers, body)
+            if oauth is not None:
+                headers_sent = True
+                self._send(oauth.status, oauth.body, oauth.content_type, oauth.headers)
+                return
             query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             headers_sent = self._srv.sim._serve_api(self, method, path, query)
         except (BrokenPipeError, ConnectionResetError):
@@ -420,6 +428,8 @@ class LoftySimulator:
         self._stages = build_stages()
         self._ponds = build_ponds(cfg.seed)
         self._transactions: list[dict[str, Any]] | None = None  # built on first use
+        #: The OAuth side (tokens, consent page); its switches: ``sim.oauth.configure(...)``.
+        self.oauth = OAuthProvider(customer_key=cfg.api_key)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -882,6 +892,9 @@ class LoftySimulator:
     ) -> _Answer:
         cfg = self._config
         scope = self._authenticate(cfg, auth)
+        if scope is None and auth and auth.lower().startswith("bearer "):
+            # Tokens from the OAuth token endpoint, while they have not expired.
+            scope = "full" if self.oauth.accepts(auth[7:].strip()) else None
         try:
             # Gateway-level checks first (credentials, route, method), then the endpoint's own.
             if scope is None:

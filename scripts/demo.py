@@ -6,8 +6,9 @@
 2. runs ``meltano run --full-refresh --state-id-suffix demo tap-lofty target-duckdb``
    (Meltano from ``.venv-meltano/``, plugins from ``.meltano/``) with the tap pointed at the
    simulator;
-3. stops the simulator and prints what was loaded, where the database file is, how to query it,
-   and calls per outcome.
+3. stops the simulator, checks that the database holds every lead, call, text and email event
+   the simulator has (each once), and prints the counts, where the database file is, how to
+   query it, calls per outcome, texts per direction and outcome, and email events per type.
 
 Also: ``scripts/demo.py --sql "SELECT ..."`` runs a query against the demo database.
 Exits non-zero with a message on any failure.
@@ -257,13 +258,21 @@ def rel(path: Path) -> str:
         return str(path)
 
 
-def ground_truth(leads: int, seed: int) -> tuple[int, int]:
-    """How many leads and calls the simulator holds (same seed: same data)."""
+STREAMS = ("leads", "calls", "texts", "emails")
+
+
+def ground_truth(leads: int, seed: int) -> dict[str, int]:
+    """How many leads, calls, texts and email events the simulator holds (same seed: same data)."""
     sys.path.insert(0, str(ROOT))
     from lofty_sim import LoftySimulator, SimConfig  # noqa: PLC0415
 
     sim = LoftySimulator(SimConfig(leads=leads, seed=seed))
-    return len(sim.lead_ids()), len(sim.all_calls())
+    return {
+        "leads": len(sim.lead_ids()),
+        "calls": sim.total_calls(),
+        "texts": len(sim.all_texts()),
+        "emails": len(sim.all_emails()),
+    }
 
 
 def demo(leads: int, seed: int, verbose: bool) -> None:
@@ -286,40 +295,67 @@ def demo(leads: int, seed: int, verbose: bool) -> None:
         f"SELECT callingoutcome, count(*) AS calls FROM {SCHEMA}.calls "
         "GROUP BY 1 ORDER BY 2 DESC, 1"
     )
-    counts, outcomes, busiest = query(
+    texts_sql = (
+        f"SELECT direction, textoutcome, count(*) AS texts, count(DISTINCT leadid) AS leads "
+        f"FROM {SCHEMA}.texts GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2"
+    )
+    key = {"leads": "leadid", "calls": "id", "texts": "id", "emails": "id"}
+    counts, outcomes, busiest, texts, events = query(
         [
-            f"SELECT (SELECT count(*) FROM {SCHEMA}.leads), (SELECT count(*) FROM {SCHEMA}.calls),"
-            f" (SELECT count(DISTINCT id) FROM {SCHEMA}.calls)",
+            "SELECT "
+            + ", ".join(
+                f"(SELECT count(*) FROM {SCHEMA}.{t}), "
+                f"(SELECT count(DISTINCT {key[t]}) FROM {SCHEMA}.{t})"
+                for t in STREAMS
+            ),
             outcome_sql,
             f"SELECT leadid, count(*) AS calls FROM {SCHEMA}.calls GROUP BY 1 ORDER BY 2 DESC "
             "LIMIT 1",
+            texts_sql,
+            f"SELECT eventtype, count(*) AS events FROM {SCHEMA}.emails GROUP BY 1 "
+            "ORDER BY 2 DESC, 1",
         ]
     )
-    n_leads, n_calls, n_distinct = counts["rows"][0]
-    want_leads, want_calls = ground_truth(leads, seed)
-    if (n_leads, n_calls, n_distinct) != (want_leads, want_calls, want_calls):
+    row = counts["rows"][0]
+    loaded = {t: row[2 * i] for i, t in enumerate(STREAMS)}
+    distinct = {t: row[2 * i + 1] for i, t in enumerate(STREAMS)}
+    want = ground_truth(leads, seed)
+    if loaded != want or distinct != want:
         raise DemoError(
-            f"the database holds {n_leads} leads and {n_calls} calls ({n_distinct} distinct "
-            f"ids), but the simulator has {want_leads} leads and {want_calls} calls."
+            "the database does not hold what the simulator has: "
+            + "; ".join(
+                f"{t}: {loaded[t]} rows ({distinct[t]} distinct), simulator {want[t]}"
+                for t in STREAMS
+            )
         )
     top_lead, top_calls = busiest["rows"][0]
 
     say()
     say(f"Done in {time.monotonic() - started:.1f} s (meltano run: {seconds:.1f} s).")
     say(
-        f"Loaded {n_leads:,} leads and {n_calls:,} calls: every lead and call the simulator "
-        "holds, each call once."
+        f"Loaded {loaded['leads']:,} leads, {loaded['calls']:,} calls, {loaded['texts']:,} texts "
+        f"and {loaded['emails']:,} email events: every one the simulator holds, each once."
     )
     say(f"The busiest lead ({top_lead}) has {top_calls:,} calls, read in pages of 1,000.")
     say()
-    say(f"Database: {DATABASE} (DuckDB), schema {SCHEMA}, tables leads and calls")
-    say("(column names are lower-cased by target-duckdb: leadid, callingoutcome, starttime ...).")
+    say(f"Database: {DATABASE} (DuckDB), schema {SCHEMA}, tables {', '.join(STREAMS)}")
+    say(
+        "(column names are lower-cased by target-duckdb: leadid, callingoutcome, starttime, "
+        "textoutcome ...)."
+    )
     say()
     say("Calls per outcome:")
     say(table(outcomes["columns"], outcomes["rows"]))
     say()
+    say("Texts per direction and outcome:")
+    say(table(texts["columns"], texts["rows"]))
+    say()
+    say("Email events per type:")
+    say(table(events["columns"], events["rows"]))
+    say()
     say("Query it yourself:")
     say(f'  .venv/bin/python scripts/demo.py --sql "{outcome_sql}"')
+    say(f'  .venv/bin/python scripts/demo.py --sql "{texts_sql}"')
     say(f"  or, with the DuckDB CLI (pip install duckdb-cli):  duckdb {rel(DATABASE)}")
     say("Load into PostgreSQL instead: see 'Loading into PostgreSQL' in the README.")
 

@@ -29,13 +29,16 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 
 from tap_lofty.ratelimit import RequestBudget, RunAborted
+
+if TYPE_CHECKING:  # auth.py imports this module (LoftyError)
+    from tap_lofty.auth import Credential
 
 LOGGER = logging.getLogger("tap_lofty")
 
@@ -90,22 +93,15 @@ class ClientStats:
     by_path: dict[str, int] = field(default_factory=dict)
 
 
-def auth_header(*, api_key: str | None, access_token: str | None) -> str:
-    """Return the ``Authorization`` value for Lofty's two credential kinds.
-
-    API keys go as ``token <key>`` (lower-case, per Lofty's docs) and OAuth access
-    tokens as ``Bearer <token>``; sending a key as Bearer gets a 400 from Lofty.
-    """
-    if api_key:
-        return f"token {api_key}"
-    if access_token:
-        return f"Bearer {access_token}"
-    msg = "Set either api_key or access_token."
-    raise LoftyError(msg)
-
-
 class LoftyConnectionError(LoftyError):
     """No response from Lofty at all: refused, unresolvable, TLS, timeout or a bad api_url."""
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A 401 to an OAuth token: renew it and try once more, or raise ``error``."""
+
+    error: LoftyAPIError
 
 
 @dataclass(frozen=True)
@@ -131,7 +127,7 @@ class LoftyClient:
         self,
         *,
         api_url: str,
-        authorization: str,
+        authorization: str | Credential,
         budget: RequestBudget,
         timeout_s: float = 60.0,
         user_agent: str = "tap-lofty",
@@ -140,15 +136,24 @@ class LoftyClient:
         sleep: Callable[[float], None] | None = None,
         retry_no_response: bool = True,
         backoff_base_s: float | None = None,
+        timeout_label: str = "request_timeout",
     ) -> None:
-        """Create a client for ``api_url``; ``authorization`` is the full header value.
+        """Create a client for ``api_url``.
+
+        ``authorization`` is the full header value, or a :class:`~tap_lofty.auth.Credential`
+        (OAuth) asked for the header before each request.
 
         ``retry_no_response=False`` (``--test``) fails at once when no response came
         (refused, DNS, TLS, timeout): the user is waiting for a yes or no.
+        ``timeout_label`` says in messages where ``timeout_s`` comes from.
         """
+        from tap_lofty.auth import StaticCredential  # noqa: PLC0415 (auth imports this module)
+
         self.api_url = api_url.rstrip("/")
+        self.credential: Credential = (
+            StaticCredential(authorization) if isinstance(authorization, str) else authorization
+        )
         self._headers = {
-            "Authorization": authorization,
             "Accept": "application/json",
             # Lofty answers some GETs with 415 when this is missing.
             "Content-Type": "application/json",
@@ -159,6 +164,7 @@ class LoftyClient:
         self.max_retries = max_retries
         self.max_rate_limit_wait_s = max_rate_limit_wait_s
         self.retry_no_response = retry_no_response
+        self.timeout_label = timeout_label
         self._backoff_base_s = backoff_base_s
         self._sleep = sleep
         self._local = threading.local()
@@ -196,20 +202,34 @@ class LoftyClient:
         endpoint = f"GET {path}"
         attempt = 0
         rate_limit_waited = 0.0
+        renewed_after_401 = False
         while True:
             if self._aborted.is_set():
                 raise RunAborted
             self.budget.acquire()
             try:
-                outcome = self._attempt(endpoint, path, params)
+                # After the slot, not before: acquire() can wait out a whole rate-limit
+                # window, and a token taken before that wait may expire during it.
+                authorization = self.credential.header()
+                outcome = self._attempt(endpoint, path, params, authorization)
             finally:
                 self.budget.release()
             if isinstance(outcome, dict):
                 return outcome
+            if isinstance(outcome, _Refused):
+                # An OAuth token refused before its expiry (revoked, or clocks apart): one
+                # renewal, then the request once more; a second 401 is the error.
+                if renewed_after_401 or self.credential.after_401(authorization) is None:
+                    raise outcome.error
+                renewed_after_401 = True
+                self._log_unless_aborted(
+                    logging.INFO, "%s: 401; renewed the OAuth access token, trying again.", endpoint
+                )
+                continue
             if isinstance(outcome, float):  # 429: wait for the window, not a retry
+                if rate_limit_waited + outcome > self.max_rate_limit_wait_s:
+                    raise LoftyError(self._rate_limit_message(endpoint, rate_limit_waited, outcome))
                 rate_limit_waited += outcome
-                if rate_limit_waited > self.max_rate_limit_wait_s:
-                    raise LoftyError(_rate_limit_message(endpoint, rate_limit_waited))
                 self._log_unless_aborted(
                     logging.INFO,
                     "%s: 429 Too Many Requests; waiting %.1f s for Lofty's rate-limit "
@@ -222,12 +242,13 @@ class LoftyClient:
             self._back_off(endpoint, attempt, outcome)
 
     def _attempt(
-        self, endpoint: str, path: str, params: Mapping[str, Any]
-    ) -> dict[str, Any] | str | float:
-        """Send one request: the body, a retryable reason, or the wait a 429 asks for."""
+        self, endpoint: str, path: str, params: Mapping[str, Any], authorization: str
+    ) -> dict[str, Any] | str | float | _Refused:
+        """Send one request: the body, a retryable reason, the wait a 429 asks for, or a 401."""
+        headers = {**self._headers, "Authorization": authorization}
         try:
             response = self._session().get(
-                self.api_url + path, params=params, headers=self._headers, timeout=self.timeout_s
+                self.api_url + path, params=params, headers=headers, timeout=self.timeout_s
             )
             body_bytes = response.content  # a dropped connection raises here
             self.budget.observe(response.headers)
@@ -260,6 +281,8 @@ class LoftyClient:
             return float(self.budget.wait_for_reset(response.headers))
         if status >= 500:
             return f"HTTP {status}"
+        if status == 401 and self.credential.renewable:
+            return _Refused(_client_error(endpoint, response, params, oauth=True))
         if not 200 <= status < 300:
             raise _client_error(endpoint, response, params)
         try:
@@ -302,12 +325,24 @@ class LoftyClient:
         else:
             self._sleep(wait)
 
+    def _rate_limit_message(self, endpoint: str, waited: float, next_wait: float) -> str:
+        limit = f"max_rate_limit_wait={self.max_rate_limit_wait_s:g} s"
+        if not self.retry_no_response:
+            limit = f"the {self.max_rate_limit_wait_s:g} s that --test waits at most"
+        return (
+            f"{endpoint}: Lofty kept answering 429 Too Many Requests; the tap waited "
+            f"{waited:.0f} s in total for its rate-limit window, and the next reset is "
+            f"{next_wait:.0f} s away, beyond {limit}. Another client probably shares this "
+            "app's request budget: lower requests_per_minute so the tap paces itself below "
+            "Lofty's limit, or raise max_rate_limit_wait."
+        )
+
     def _no_response(self, exc: Exception) -> _NoResponse:
         """Say which host failed how, from requests' and urllib3's exception chain."""
         parts = urlsplit(self.api_url)
         host = parts.hostname or parts.netloc
         where = f"{host}:{parts.port}" if parts.port else host
-        timeout = f"{self.timeout_s:g} s (request_timeout)"
+        timeout = f"{self.timeout_s:g} s ({self.timeout_label})"
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
         if isinstance(exc, requests.exceptions.SSLError):
             # e.g. "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"
@@ -367,16 +402,6 @@ class LoftyClient:
             self.stats.by_path[path] = self.stats.by_path.get(path, 0) + 1
 
 
-def _rate_limit_message(endpoint: str, waited: float) -> str:
-    return (
-        f"{endpoint}: Lofty kept answering 429 Too Many Requests; the tap waited "
-        f"{waited:.0f} s in total for its rate-limit window and gave up (setting "
-        "max_rate_limit_wait). Another client probably shares this app's request budget: "
-        "lower requests_per_minute so the tap paces itself below Lofty's limit, or raise "
-        "max_rate_limit_wait."
-    )
-
-
 def _error_body(response: requests.Response) -> tuple[Any, str]:
     """Lofty's ``{code, message}`` error body; also copes with a bare string or nothing."""
     try:
@@ -390,13 +415,19 @@ def _error_body(response: requests.Response) -> tuple[Any, str]:
 
 
 def _client_error(
-    endpoint: str, response: requests.Response, params: Mapping[str, Any]
+    endpoint: str, response: requests.Response, params: Mapping[str, Any], *, oauth: bool = False
 ) -> LoftyAPIError:
     status = response.status_code
     code, message = _error_body(response)
     said = f"HTTP {status}" + (f", Lofty code {code}" if code is not None else "")
     said += f": {message!r}" if message else " with no message"
-    if status == 401:
+    if status == 401 and oauth:
+        advice = (
+            "Lofty refused the OAuth access token even right after renewing it: the app's "
+            "access may have been revoked or lack this user. Sign in again with `tap-lofty "
+            "--config <your config> --login`, or check client_id and customer_key."
+        )
+    elif status == 401:
         advice = (
             "The credential was refused. Check api_key (sent as 'Authorization: token "
             "<key>') or access_token (sent as 'Authorization: Bearer <token>'): it may be "

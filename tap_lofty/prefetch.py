@@ -34,15 +34,13 @@ class OrderedPrefetcher(Generic[T]):
         self._fetch = fetch
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads = [
-            threading.Thread(target=self._work, name=f"calls_{n}", daemon=True)
+            threading.Thread(target=self._work, name=f"prefetch_{n}", daemon=True)
             for n in range(max(workers, 1))
         ]
         for thread in self._threads:
             thread.start()
         self._pending: deque[tuple[int, Future[T]]] = deque()
         self._closed = False
-        #: How many leads to keep in flight so every worker has one to fetch.
-        self.lookahead = max(workers, 1) * 2
 
     def _work(self) -> None:
         while True:
@@ -76,10 +74,6 @@ class OrderedPrefetcher(Generic[T]):
             raise RuntimeError(msg)
         _, future = self._pending.popleft()
         return future.result()
-
-    def __contains__(self, key: int) -> bool:
-        """Whether ``key`` is the next result waiting to be taken."""
-        return bool(self._pending) and self._pending[0][0] == key
 
     def close(self, *, wait: bool = True) -> None:
         """Cancel what has not started and stop the threads.

@@ -120,6 +120,8 @@ class RequestBudget:
         self._held_s = 0.0
         self._window_used = 0
         self._last_full_window: int | None = None
+        # True until the first answer moves the first window's end (see release()).
+        self._aligning = True
         # Set by abort(): waits end at once, and acquire() raises RunAborted.
         self._aborted = threading.Event()
 
@@ -135,6 +137,7 @@ class RequestBudget:
         # the moment the next request happens to come.
         elapsed_windows = (now - self._window_end) // self.window_s + 1
         self._window_end += elapsed_windows * self.window_s
+        self._aligning = False
         # A window without requests between the two was complete too, and empty.
         self._last_full_window = self._window_used if elapsed_windows == 1 else 0
         self._window_used = 0
@@ -228,6 +231,14 @@ class RequestBudget:
         """Mark one acquired request as answered (or failed)."""
         with self._lock:
             self._in_flight = max(self._in_flight - 1, 0)
+            if self._aligning and self._window_end is not None:
+                # Lofty's window starts when Lofty counts the first request, somewhere
+                # between its send and its answer. Ending the first window one window
+                # after the answer makes every later window end no earlier than
+                # Lofty's, so the burst that opens a window never lands in Lofty's
+                # previous one (by arrival, a few requests of it did, in tests).
+                self._aligning = False
+                self._window_end = max(self._window_end, self._clock() + self.window_s)
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Lower the budget to what the server says is left in its window.

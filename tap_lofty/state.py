@@ -4,12 +4,13 @@ Layout of ``bookmarks.<stream>`` (``calls``, ``texts``, ``emails``) in STATE::
 
     {"replication_key": "id",
      "replication_key_value": 7265..,     # every record with a lower or equal id is loaded
-     "feedFrom": "2026-11-28T15:10:00Z",  # where the next feed window starts (last cut-off)
+     "feedFrom": "2026-11-28T14:20:00Z",  # where the next feed window starts
      "lastFullScan": "2026-11-25T02:00:00Z",  # cut-off of the last full per-lead scan
      "fullScanBookmark": 7001..,          # the bookmark that scan ended with
      "resume": {                          # only while a run is unfinished
          "mode": "feed",                  # or "full": what the interrupted run was doing
          "createdBefore": "2026-11-28T15:10:00Z",  # this run's cut-off time
+         "nextFeedFrom": "2026-11-28T14:20:00Z",  # feedFrom once this run is done
          "maxIdCreatedBefore": 7266..,    # highest id seen among records created before it
          "leadsCreatedBefore": "2026-01-03T08:00:00Z",  # see "Resume" below
          "leadsDone": 1234,
@@ -22,9 +23,9 @@ later gets a higher id. Then a run that asks every lead for ids above the bookma
 Change detection (:class:`ChangeDetection`): a run is a full scan (every lead, above
 ``fullScanBookmark``) on the first run, when ``change_detection`` is ``full`` or when the
 last full scan is older than ``full_scan_interval_days``; otherwise a feed run, reading
-only the leads the communications feed names from ``feedFrom`` on. A feed run's cut-off
-lies ``feed_overlap_minutes`` back, so a record the feed shows late is still above the
-next bookmark and inside the next window.
+only the leads the communications feed names from ``feedFrom`` on: the previous run's
+start less ``feed_overlap_minutes``. A feed run's cut-off lies as far back, so a record
+the feed shows late is still above the next bookmark and inside the next window.
 
 Why a cut-off: a run visits leads one after another, so a call created on lead A after
 A was visited is missed by this run, while lead B, visited later, may show a call with
@@ -169,43 +170,12 @@ class LeadHistoryBookmark:
         self._claimed = LeadSet()  # what this run claims: the carried leads and its own
         self._skipped = LeadSet()
         self._skipped_ids: list[int] = []
-        if isinstance(resume, dict) and resume.get("createdBefore"):
-            self.cutoff = self._time(resume["createdBefore"], "resume.createdBefore")
-            self.max_id = self._int_or_none(resume.get("maxIdCreatedBefore"))
-            self.mode = "feed" if resume.get("mode") == "feed" and feed_from else "full"
-            skip = resume.get("leadsCreatedBefore")
-            if skip:
-                self.skip_before = self._time(skip, "resume.leadsCreatedBefore")
-                count = self._count(resume.get("leadsDone"))
-                digest = self._digest(resume.get("leadsDoneHash"))
-                self._carried = LeadSet(count, digest)
-                self._claimed = LeadSet(count, digest)
-            LOGGER.info(
-                "%s: resuming an unfinished %s run: %s; records above id %s are read.",
-                stream,
-                "feed" if self.mode == "feed" else "full-scan",
-                f"{self._claimed.count:,} lead(s) created before {skip} are done"
-                if self.skip_before
-                else "no lead is known to be done",
-                self.bookmark,
-            )
-        else:
-            started = now or dt.datetime.now(dt.timezone.utc)
-            self.mode = detection.plan(
-                started,
-                feed_from=feed_from and self._time(feed_from, "feedFrom"),
-                last_full_scan=last_full and self._time(last_full, "lastFullScan"),
-            )
-            margin = CLOCK_SKEW_MARGIN
-            if self.mode == "feed":
-                # A call the feed shows late (up to the overlap) must still be above the
-                # next bookmark: so the bookmark stops that far back, and the next feed
-                # window starts there.
-                margin = max(margin, detection.overlap)
-            self.cutoff = started - margin
-            self.max_id = None
-        #: Where the next feed window starts (the previous run's cut-off).
         self.feed_from = self._time(feed_from, "feedFrom") if feed_from else None
+        if isinstance(resume, dict) and resume.get("createdBefore"):
+            self._resume(resume)
+        else:
+            last = self._time(last_full, "lastFullScan") if last_full else None
+            self._start(detection, now or dt.datetime.now(dt.timezone.utc), last)
         self.leads_done_before = self._claimed.count
         # Seconds only: a record in the cut-off's own second counts as after it (safe side).
         self._cutoff_text = self.cutoff.strftime(LOFTY_UTC_FORMAT)
@@ -218,8 +188,50 @@ class LeadHistoryBookmark:
         self._newest_listed: dt.datetime | None = None
         # Leads done but created at or after the marker: claimed once it passes them.
         self._done_unclaimed: list[tuple[dt.datetime, int]] = []
-        self._marker = self.skip_before
+        self._marker: dt.datetime | None = self.skip_before
         self._write_resume()
+
+    def _resume(self, resume: dict[str, Any]) -> None:
+        """Go on with the interrupted run whose ``resume`` the STATE carries."""
+        self.cutoff = self._time(resume["createdBefore"], "resume.createdBefore")
+        self.max_id = self._int_or_none(resume.get("maxIdCreatedBefore"))
+        self.mode = "feed" if resume.get("mode") == "feed" and self.feed_from else "full"
+        next_from = resume.get("nextFeedFrom")
+        self.next_feed_from = (
+            self._time(next_from, "resume.nextFeedFrom") if next_from else self.cutoff
+        )
+        skip = resume.get("leadsCreatedBefore")
+        if skip:
+            self.skip_before = self._time(skip, "resume.leadsCreatedBefore")
+            count = self._count(resume.get("leadsDone"))
+            digest = self._digest(resume.get("leadsDoneHash"))
+            self._carried = LeadSet(count, digest)
+            self._claimed = LeadSet(count, digest)
+        LOGGER.info(
+            "%s: resuming an unfinished %s run: %s; records above id %s are read.",
+            self._stream,
+            "feed" if self.mode == "feed" else "full-scan",
+            f"{self._claimed.count:,} lead(s) created before {skip} are done"
+            if self.skip_before
+            else "no lead is known to be done",
+            self.bookmark,
+        )
+
+    def _start(
+        self, detection: ChangeDetection, started: dt.datetime, last_full: dt.datetime | None
+    ) -> None:
+        """Plan a new run: a full scan or a feed run, and its cut-off."""
+        self.mode = detection.plan(started, feed_from=self.feed_from, last_full_scan=last_full)
+        margin = CLOCK_SKEW_MARGIN
+        if self.mode == "feed":
+            # A call the feed shows late (up to the overlap) must still be above the next
+            # bookmark: so the bookmark stops that far back, where the next window starts.
+            margin = max(margin, detection.overlap)
+        self.cutoff = started - margin
+        # The next feed window reaches the overlap back from this run's start, whatever
+        # this run is: a call started before a full scan and logged after it is found.
+        self.next_feed_from = started - max(detection.overlap, CLOCK_SKEW_MARGIN)
+        self.max_id = None
 
     @property
     def start_after(self) -> int | None:
@@ -332,7 +344,7 @@ class LeadHistoryBookmark:
             state.pop("replication_key_value", None)
         else:
             state["replication_key_value"] = final
-        state["feedFrom"] = format_rfc3339(self.cutoff)
+        state["feedFrom"] = format_rfc3339(self.next_feed_from)
         if self.mode == "full":
             state["lastFullScan"] = format_rfc3339(self.cutoff)
             if final is None:
@@ -348,6 +360,7 @@ class LeadHistoryBookmark:
         resume: dict[str, Any] = {
             "mode": self.mode,
             "createdBefore": format_rfc3339(self.cutoff),
+            "nextFeedFrom": format_rfc3339(self.next_feed_from),
         }
         if self.max_id is not None:
             resume["maxIdCreatedBefore"] = self.max_id

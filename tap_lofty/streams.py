@@ -42,7 +42,7 @@ from tap_lofty.pagination import (
 )
 from tap_lofty.prefetch import OrderedPrefetcher
 from tap_lofty.progress import Progress
-from tap_lofty.state import ChangeDetection, LeadHistoryBookmark
+from tap_lofty.state import CLOCK_SKEW_MARGIN, ChangeDetection, LeadHistoryBookmark
 from tap_lofty.timefmt import TimeFormatError, to_rfc3339
 from tap_lofty.versions import FullTableVersion
 
@@ -351,7 +351,9 @@ class LeadsStream(LoftyStream):
         if not feeders:
             return None
         start = min(h.bookmark.feed_from for h in feeders if h.bookmark.feed_from)
-        end = dt.datetime.now(dt.timezone.utc)
+        # Ahead of our clock by the skew margin: an item Lofty's clock stamps a little in
+        # our future is read now, not one run later.
+        end = dt.datetime.now(dt.timezone.utc) + CLOCK_SKEW_MARGIN
         try:
             result = read_feed(self.lofty.client, {h.feed_type for h in feeders}, start, end)
         except FeedUnavailableError as exc:
@@ -450,6 +452,7 @@ class LeadHistoryStream(LoftyStream):
         self._page_size = HistoryPageSize(
             self.path, self.page_size_setting, self.config[self.page_size_setting]
         )
+        #: Leads to keep in flight: two per worker, so none waits for the next one.
         self.lookahead = 2 * max(self.config["max_concurrency"], 1)
         # The SDK logs two lines and two metrics per child context, i.e. per lead:
         # 400,000 lines on a 100,000-lead account. Progress lines replace them.

@@ -26,7 +26,8 @@ from singer_sdk.singerlib import Message, RecordMessage
 from singer_sdk.tap_base import CliTestOptionValue
 from typing_extensions import override
 
-from tap_lofty.client import LoftyClient, LoftyError, auth_header, safe_url
+from tap_lofty import auth
+from tap_lofty.client import LoftyClient, LoftyError, safe_url
 from tap_lofty.pagination import LEADS_PATH, to_id
 from tap_lofty.progress import Progress
 from tap_lofty.ratelimit import WINDOW_S, RequestBudget, RunAborted
@@ -103,7 +104,8 @@ class TapLofty(Tap):
             title="API key",
             description=(
                 "A Lofty API key (Settings > Integrations > API), sent as "
-                "'Authorization: token <key>'. Give this or access_token, not both."
+                "'Authorization: token <key>'. Give this, access_token or the OAuth "
+                "settings (client_id, ...), only one."
             ),
         ),
         th.Property(
@@ -112,8 +114,98 @@ class TapLofty(Tap):
             secret=True,
             title="OAuth access token",
             description=(
-                "A Lofty OAuth 2.0 access token, sent as 'Authorization: Bearer <token>'. "
-                "Give this or api_key, not both."
+                "A Lofty OAuth 2.0 access token, sent as 'Authorization: Bearer <token>' "
+                "and never renewed (for a run that renews its own, see client_id). Give "
+                "this, api_key or the OAuth settings, only one."
+            ),
+        ),
+        th.Property(
+            "client_id",
+            th.StringType,
+            title="OAuth client ID",
+            description=(
+                "Your Lofty app's client ID (Developer Portal). With client_secret and either "
+                "refresh_token (or the token cache `tap-lofty --login` fills) or customer_key, "
+                "the tap gets and renews OAuth access tokens itself."
+            ),
+        ),
+        th.Property(
+            "client_secret",
+            th.StringType,
+            secret=True,
+            title="OAuth client secret",
+            description="Your Lofty app's client secret (Developer Portal).",
+        ),
+        th.Property(
+            "refresh_token",
+            th.StringType,
+            secret=True,
+            title="OAuth refresh token",
+            description=(
+                "A refresh token from a user's sign-in. Optional after `tap-lofty --login`. "
+                "Lofty may replace it at each renewal: the newest one is kept in the token "
+                "cache, which is used instead while it is for the same client_id and this "
+                "setting is unchanged."
+            ),
+        ),
+        th.Property(
+            "customer_key",
+            th.StringType,
+            secret=True,
+            title="OAuth customer key",
+            description=(
+                "For the client-credentials grant: the API key of the Lofty user whose data "
+                "the tap reads (the token is scoped to that user). Give this or "
+                "refresh_token, not both."
+            ),
+        ),
+        th.Property(
+            "oauth_token_url",
+            th.URIType,
+            default=auth.DEFAULT_TOKEN_URL,
+            title="OAuth token URL",
+            description=(
+                "Lofty's token endpoint. Lofty documents two; the default is the one "
+                "documented to return refresh tokens (https://api.lofty.com/oauth/token is "
+                "the other)."
+            ),
+        ),
+        th.Property(
+            "oauth_authorize_url",
+            th.URIType,
+            default=auth.DEFAULT_AUTHORIZE_URL,
+            title="OAuth consent page",
+            description="Lofty's consent page that `tap-lofty --login` sends the user to.",
+        ),
+        th.Property(
+            "oauth_redirect_uri",
+            th.StringType,
+            default=auth.DEFAULT_REDIRECT_URI,
+            title="OAuth redirect URI",
+            description=(
+                "Where Lofty sends the user after consent; register it for your app. "
+                "`--login` receives an http://127.0.0.1:<port>/... one itself; with any "
+                "other, paste the address the browser ends on."
+            ),
+        ),
+        th.Property(
+            "oauth_client_auth",
+            th.StringType(allowed_values=list(auth.CLIENT_AUTH_METHODS)),
+            default="basic",
+            title="OAuth client authentication",
+            description=(
+                "How token requests carry client_id and client_secret: 'basic' (HTTP Basic, "
+                "as working Lofty clients do) or 'body' (form fields)."
+            ),
+        ),
+        th.Property(
+            "token_cache_path",
+            th.StringType,
+            title="OAuth token cache file",
+            description=(
+                "File keeping the newest OAuth tokens between runs (mode 0600, replaced "
+                "atomically). Default: $XDG_CACHE_HOME/tap-lofty/ or ~/.cache/tap-lofty/, "
+                "one file per client_id. Keep it out of backups you share."
             ),
         ),
         th.Property(
@@ -310,9 +402,7 @@ class TapLofty(Tap):
         config = self.config
         return LoftyClient(
             api_url=config["api_url"],
-            authorization=auth_header(
-                api_key=config.get("api_key"), access_token=config.get("access_token")
-            ),
+            authorization=auth.credential_from_config(config, timeout_s=config["request_timeout"]),
             budget=RequestBudget(config["requests_per_minute"], WINDOW_S),
             timeout_s=config["request_timeout"],
             user_agent=config["user_agent"],
@@ -323,11 +413,7 @@ class TapLofty(Tap):
     @cached_property
     def progress(self) -> Progress:
         """Counters behind the progress lines and the end-of-run summary."""
-        return Progress(
-            self.client.stats,
-            self.client.budget,
-            leads_page_size=self.config["leads_page_size"],
-        )
+        return Progress(self.client.stats, self.client.budget)
 
     @override
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
@@ -338,13 +424,7 @@ class TapLofty(Tap):
         except ConfigValidationError as exc:
             errors = [_without_secret(e) for e in exc.errors]
         errors += _check_api_url(self.config.get("api_url"))
-        has_key, has_token = bool(self.config.get("api_key")), bool(self.config.get("access_token"))
-        if has_key == has_token:
-            errors.append(
-                "Give exactly one credential: api_key (a Lofty API key, sent as 'token "
-                "<key>') or access_token (an OAuth token, sent as 'Bearer <token>'); "
-                + ("both are set." if has_key else "neither is set.")
-            )
+        errors += auth.config_problems(self.config)
         if errors and raise_errors:
             # The reasons go in the message too: without them a traceback says only
             # "Config validation failed".
@@ -368,6 +448,7 @@ class TapLofty(Tap):
         for stream in self.streams.values():
             stream.logger.addFilter(quiet)
         progress = self.progress
+        progress.leads_page_size = self.config["leads_page_size"]  # for the ETA
         progress.start()
         try:
             super().sync_all()
@@ -386,14 +467,19 @@ class TapLofty(Tap):
         or a timeout is reported at once instead of after minutes of backoff.
         """
         config = self.config
+        timeout = config["request_timeout"]
+        label = "request_timeout"
+        if timeout > TEST_TIMEOUT_S:
+            label = f"--test waits at most {TEST_TIMEOUT_S:g} s; request_timeout is {timeout:g} s"
         return LoftyClient(
             api_url=config["api_url"],
-            authorization=auth_header(
-                api_key=config.get("api_key"), access_token=config.get("access_token")
+            authorization=auth.credential_from_config(
+                config, timeout_s=min(timeout, TEST_TIMEOUT_S)
             ),
             # Two requests: never wait for a new window for the second one.
             budget=RequestBudget(max(config["requests_per_minute"], 2), WINDOW_S),
-            timeout_s=min(config["request_timeout"], TEST_TIMEOUT_S),
+            timeout_s=min(timeout, TEST_TIMEOUT_S),
+            timeout_label=label,
             user_agent=config["user_agent"],
             max_retries=1,
             max_rate_limit_wait_s=min(config["max_rate_limit_wait"], TEST_TIMEOUT_S),
@@ -431,6 +517,34 @@ class TapLofty(Tap):
             "Connection test passed: %s accepted the credential; %s.",
             safe_url(tap.config["api_url"]),
             outcome,
+        )
+        ctx.exit()
+
+    @classmethod
+    def cb_login(cls, ctx: click.Context, param: click.Option, value: bool) -> None:
+        """``--login``: sign a user in (authorization code) and store the tokens in the cache."""
+        if not value:
+            return
+        config: _ConfigInput = ctx.params.get("config", _ConfigInput())
+        with _config_errors_explained(ctx):
+            # Not validated as a run's config: it has no refresh token yet, by design.
+            tap = cls(
+                config=config.config, parse_env_config=config.parse_env, validate_config=False
+            )
+        try:
+            path = auth.login(
+                tap.config,
+                say=lambda text: click.echo(text, err=True),
+                read_line=sys.stdin.readline,
+                wait_s=auth.LOGIN_WAIT_S,
+                timeout_s=min(float(tap.config["request_timeout"]), 60.0),
+            )
+        except KeyboardInterrupt:
+            raise LoftyError("--login was interrupted; no tokens were stored.") from None
+        click.echo(
+            f"Signed in: the OAuth tokens are in {path} (only you can read it). Runs with this "
+            "client_id use and renew them; refresh_token need not be in the config.",
+            err=True,
         )
         ctx.exit()
 
@@ -506,6 +620,20 @@ class TapLofty(Tap):
     def get_singer_command(cls) -> click.Command:
         """Return the SDK's command, with a truthful --test help and --state/--catalog as paths."""
         command = super().get_singer_command()
+        command.params.append(
+            click.Option(
+                ["--login"],
+                is_flag=True,
+                expose_value=False,
+                callback=cls.cb_login,
+                help=(
+                    "Sign a Lofty user in for OAuth (client_id and client_secret in the "
+                    "config): prints the consent address, receives Lofty's redirect on "
+                    "oauth_redirect_uri (or takes the pasted address), and stores the tokens "
+                    "in the token cache for later runs."
+                ),
+            )
+        )
         for param in command.params:
             if param.name == "test" and isinstance(param, click.Option):
                 param.help = (
@@ -516,7 +644,13 @@ class TapLofty(Tap):
             elif param.name in ("state", "catalog"):
                 # Read by invoke(), so that a missing or broken file is one clear error
                 # naming it (exit 1) rather than click's usage message (exit 2).
-                param.type = click.STRING
+                param.type = click.Path()
+                param.help = (
+                    "A Singer catalog (from --discover) selecting streams and fields."
+                    if param.name == "catalog"
+                    else "The value of the last STATE message of an earlier run (a JSON "
+                    "object): the run resumes or continues from it."
+                )
         return command
 
 
@@ -568,7 +702,7 @@ def _check_api_url(api_url: Any) -> list[str]:
 
 
 #: Settings whose values must never be shown, not even in a validation error.
-SECRET_SETTINGS = ("api_key", "access_token")
+SECRET_SETTINGS = auth.SECRET_SETTINGS
 
 
 def _without_secret(error: str) -> str:

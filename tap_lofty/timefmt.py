@@ -27,11 +27,13 @@ def parse_lofty_time(value: str) -> dt.datetime | None:
         text = text[:-3].rstrip()
     if text.endswith(("Z", "z")):
         text = text[:-1]
+    if text.isdigit() and len(text) >= 12:  # epoch milliseconds
+        # Before fromisoformat: Python 3.11 reads many 13-digit strings as a compact ISO
+        # date and time ("1739110751000" as 1739-11-07T10:00), without an error.
+        return dt.datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     try:
         parsed = dt.datetime.fromisoformat(text)  # also takes "yyyy-MM-dd HH:mm:ss"
     except ValueError:
-        if text.isdigit() and len(text) >= 12:  # epoch milliseconds
-            return dt.datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)  # Lofty documents these times as UTC

@@ -367,12 +367,13 @@ def parse_source_time(value: Any) -> dt.datetime | None:
     """A Lofty time as the naive UTC wall time PostgreSQL's ``timestamp`` holds (None if empty).
 
     Written independently of the tap: ``yyyy-MM-dd HH:mm:ss`` (UTC), ``...GMT``/``...Z``,
-    ISO 8601 with an offset, or epoch milliseconds.
+    ISO 8601 with an offset, or epoch milliseconds (a JSON integer or a digit string, as
+    texts' and emails' times come), converted exactly with integer arithmetic.
     """
     if value is None or value == "":
         return None
-    if isinstance(value, int):
-        return dt.datetime.fromtimestamp(value / 1000, tz=dt.timezone.utc).replace(tzinfo=None)
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        return _EPOCH + dt.timedelta(milliseconds=int(value))
     text = str(value).strip()
     for suffix in ("GMT", "UTC", "Z"):
         if text.endswith(suffix):
@@ -383,24 +384,72 @@ def parse_source_time(value: Any) -> dt.datetime | None:
     return parsed
 
 
+_EPOCH = dt.datetime(1970, 1, 1)
+UNKNOWN_FIELDS = "lofty_unknown_fields"
+
+
+@dataclass(frozen=True)
+class JsonText:
+    """Expected: a text column holding the JSON text of ``value`` (compared parsed)."""
+
+    value: Any
+
+
+def _as_declared(prop: dict[str, Any], value: Any) -> Any:
+    """A source value converted to its field's declared type, as the tap documents it.
+
+    0/1 in a boolean field -> false/true; a digit string in an integer field -> the integer;
+    an object, array, number or boolean in a string field -> its JSON text.
+    """
+    kinds = _types(prop)
+    if value is None:
+        return None
+    if "boolean" in kinds and type(value) is int and value in (0, 1):
+        return value == 1
+    if "integer" in kinds and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if "string" in kinds and not isinstance(value, str):
+        return JsonText(value)
+    return value
+
+
 def expected_row(stream: str, source: dict[str, Any]) -> dict[str, Any]:
     """What the warehouse row must hold for a source record, after the documented conversions.
 
     Ids and integers exact; times -> timestamp (UTC wall time); fields Lofty omits -> NULL;
-    numbers -> numeric equal to the JSON number; arrays and objects unchanged.
+    numbers -> numeric equal to the JSON number; arrays and objects unchanged; a JSON value of
+    another type in a string field (the live ``opportunity`` object) -> its JSON text; every
+    field the schema lacks -> ``lofty_unknown_fields`` as sent (NULL when there is none).
     """
     props = load_schema(stream)["properties"]
     times = set(time_fields(stream))
     out: dict[str, Any] = {}
-    for name in props:
+    for name, prop in props.items():
+        if name == UNKNOWN_FIELDS:
+            continue
         value = source.get(name)
-        if name in times:
-            value = parse_source_time(value)
-        out[name] = value
+        out[name] = parse_source_time(value) if name in times else _as_declared(prop, value)
+    if UNKNOWN_FIELDS in props:
+        unknown = {k: v for k, v in source.items() if k not in props}
+        out[UNKNOWN_FIELDS] = unknown or None
     return out
 
 
 def _same(expected: Any, actual: Any) -> bool:
+    if isinstance(expected, JsonText):
+        return isinstance(actual, str) and _same(expected.value, json.loads(actual))
+    if isinstance(expected, dict):
+        return (
+            isinstance(actual, dict)
+            and expected.keys() == actual.keys()
+            and all(_same(v, actual[k]) for k, v in expected.items())
+        )
+    if isinstance(expected, list):
+        return (
+            isinstance(actual, list)
+            and len(expected) == len(actual)
+            and all(_same(e, a) for e, a in zip(expected, actual, strict=True))
+        )
     if isinstance(expected, float) and not isinstance(actual, bool):
         return actual is not None and Decimal(str(expected)) == Decimal(str(actual))
     if isinstance(expected, bool) or isinstance(actual, bool):
@@ -447,6 +496,40 @@ def compare(
                 if len(problems) >= limit:
                     return problems
     return problems
+
+
+#: Every stream the tap loads: its key, and the simulator's ground truth for it.
+STREAM_KEYS: dict[str, str] = {"leads": "leadId", "calls": "id", "texts": "id", "emails": "id"}
+CHILD_STREAMS = ("calls", "texts", "emails")
+
+
+def source_rows(sim: Any, stream: str) -> list[dict[str, Any]]:
+    """What the simulator serves for ``stream`` right now (its ground truth)."""
+    getter = {
+        "leads": sim.leads,
+        "calls": sim.all_calls,
+        "texts": sim.all_texts,
+        "emails": sim.all_emails,
+    }[stream]
+    rows: list[dict[str, Any]] = getter()
+    return rows
+
+
+def string_fields(stream: str) -> list[str]:
+    """Fields declared as strings that are not times (loaded as text columns)."""
+    times = set(time_fields(stream))
+    return [
+        k
+        for k, p in load_schema(stream)["properties"].items()
+        if _types(p) - {"null"} == {"string"} and k not in times
+    ]
+
+
+def keys(conn: psycopg.Connection[Any], table: str, key: str) -> set[int]:
+    """Every value of ``key`` in ``tap_lofty.<table>`` (empty when there is no such table)."""
+    if not table_exists(conn, table):
+        return set()
+    return {r[0] for r in conn.execute(f'SELECT "{key}" FROM {TARGET_SCHEMA}."{table}"')}
 
 
 def column_types(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:

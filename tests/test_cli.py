@@ -23,8 +23,10 @@ SECRET = "very-secret-key-4f1d"
 ERROR = "tap-lofty: error: "
 ABOUT = "`tap-lofty --about` describes every setting."
 CREDENTIAL = (
-    "Give exactly one credential: api_key (a Lofty API key, sent as 'token <key>') or "
-    "access_token (an OAuth token, sent as 'Bearer <token>'); "
+    "Give exactly one way to authenticate: api_key (a Lofty API key, sent as 'token <key>'), "
+    "access_token (an OAuth token, sent as 'Bearer <token>'), OAuth with a refresh token "
+    "(client_id, client_secret and refresh_token, or a token cache from `tap-lofty --login`) "
+    "or OAuth client credentials (client_id, client_secret and customer_key); "
 )
 
 
@@ -69,14 +71,14 @@ def base_config(**overrides: Any) -> dict[str, Any]:
 SETTING_ERRORS = [
     pytest.param(
         {"api_key": None},
-        f"invalid settings (--config '{{config}}'): {CREDENTIAL}neither is set. Fix them "
+        f"invalid settings (--config '{{config}}'): {CREDENTIAL}none is set. Fix them "
         f"and run again; {ABOUT}",
         id="no-credential",
     ),
     pytest.param(
         {"access_token": "also-a-token"},
-        f"invalid settings (--config '{{config}}'): {CREDENTIAL}both are set. Fix them and "
-        f"run again; {ABOUT}",
+        f"invalid settings (--config '{{config}}'): {CREDENTIAL}several are set (api_key, "
+        f"access_token). Fix them and run again; {ABOUT}",
         id="both-credentials",
     ),
     pytest.param(
@@ -113,7 +115,7 @@ def test_no_config_at_all_says_so(tmp_path, mode):
     result = run_cli(mode, None, tmp_path)
     assert_one_clean_error(
         result,
-        f"{ERROR}invalid settings (no --config given): {CREDENTIAL}neither is set. Fix them "
+        f"{ERROR}invalid settings (no --config given): {CREDENTIAL}none is set. Fix them "
         f"and run again; {ABOUT}",
     )
 
@@ -257,7 +259,13 @@ def test_connection_test_tls_failure_names_host(make_sim, tmp_path):
     assert took < 15
 
 
-@pytest.mark.parametrize(("request_timeout", "waited"), [(2, "2 s"), (60, "10 s")])
+@pytest.mark.parametrize(
+    ("request_timeout", "waited"),
+    [
+        (2, "2 s (request_timeout)"),
+        (60, "10 s (--test waits at most 10 s; request_timeout is 60 s)"),
+    ],
+)
 def test_connection_test_timeout_names_request_timeout(
     tmp_path, silent_server, request_timeout, waited
 ):
@@ -268,7 +276,7 @@ def test_connection_test_timeout_names_request_timeout(
     assert_one_clean_error(
         result,
         f"{ERROR}connection test failed: GET /v1.0/leads: 127.0.0.1:{silent_server} did not "
-        f"answer within {waited} (request_timeout); api_url is '{url}'. Lofty or the network "
+        f"answer within {waited}; api_url is '{url}'. Lofty or the network "
         "is slow or a firewall drops the traffic; try again, or raise request_timeout.",
     )
     assert took < 15
@@ -387,3 +395,22 @@ def test_a_mistyped_secret_is_not_quoted_in_the_error(tmp_path):
         f"(its value is not shown: it is a secret). Fix them and run again; {ABOUT}",
     )
     assert "4815162342" not in result.stderr
+
+
+def test_connection_test_rate_limited_answers_within_seconds(make_sim, tmp_path):
+    import requests
+
+    sim = make_sim(leads=3, seed=1, rate_limit=3, rate_window_s=60.0)
+    headers = {"Authorization": f"token {sim.config.api_key}"}
+    while requests.get(f"{sim.url}/v1.0/leads", headers=headers, timeout=5).status_code != 429:
+        pass  # another client of the same app uses up the window
+    result, took = timed_test(sim_config(sim, api_key=sim.config.api_key), tmp_path)
+    print(f"--test while Lofty answers 429: {took:.2f} s")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert line.startswith(
+        f"{ERROR}connection test failed: GET /v1.0/leads: Lofty kept answering 429 Too Many "
+        "Requests; the tap waited 0 s in total for its rate-limit window, and the next reset is "
+    )
+    assert "beyond the 10 s that --test waits at most." in line
+    assert took < 15

@@ -93,6 +93,22 @@ def _recent(call: dict[str, Any]) -> bool:
     return created >= dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=90)
 
 
+def test_a_call_started_before_a_full_scan_and_logged_after_it_is_found(synced):
+    # Logged now, but started 30 minutes ago (within the 60-minute overlap): its
+    # communicationTime lies before the full scan that just ran.
+    sim, config, state = synced()
+    late = sim.append_calls(
+        existing_leads=5,
+        new_leads=0,
+        calls_per_lead=1,
+        backdated_per_lead=1,
+        backdate_days=30 / 1440,
+    )
+    out = run_tap(config, state=state)
+    assert sim.counters[FEED] >= 1
+    assert {c["id"] for c in late} <= set(out.ids("calls"))
+
+
 def test_a_feed_delay_within_the_overlap_loses_nothing(synced):
     sim, config, state = synced(feed_delay_s=1.5)
     new = {c["id"] for c in sim.append_calls(existing_leads=4, new_leads=0, calls_per_lead=2)}

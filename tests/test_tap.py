@@ -252,8 +252,8 @@ def test_401_gives_one_clear_error_and_nonzero_exit(make_sim, tmp_path):
             "500 is greater than the maximum of 100 in config['leads_page_size']",
         ),
         ({"calls_page_size": 0}, "0 is less than the minimum of 2 in config['calls_page_size']"),
-        ({"api_key": None}, "Give exactly one credential: api_key"),
-        ({"access_token": "also-a-token"}, "both are set."),
+        ({"api_key": None}, "Give exactly one way to authenticate: api_key"),
+        ({"access_token": "also-a-token"}, "several are set (api_key, access_token)."),
     ],
 )
 def test_invalid_config_is_rejected_naming_the_setting(make_sim, tmp_path, bad, message):

@@ -256,6 +256,9 @@ def test_scroll_dedupes_and_refuses_a_stuck_scroll():
         ("2026-03-01T17:00:00+02:00", "2026-03-01T15:00:00Z"),
         ("2026-03-01T15:00:00Z", "2026-03-01T15:00:00Z"),
         (1_772_377_200_000, "2026-03-01T15:00:00Z"),
+        ("1772377200000", "2026-03-01T15:00:00Z"),  # epoch ms as a string
+        # Python reads these digits as a compact ISO date (1739-11-07T10:00) if asked first
+        ("1739110751000", "2025-02-09T14:19:11Z"),
         ("", None),
         (None, None),
     ],
@@ -286,8 +289,9 @@ def test_bookmark_promotes_only_calls_created_before_the_cutoff():
     assert state == {
         "replication_key": "id",
         "replication_key_value": 150,
-        # where the next feed window starts, and the full scan this run was
-        "feedFrom": "2026-11-28T11:50:00Z",
+        # where the next feed window starts (the overlap, 60 min, before this run), and
+        # the full scan this run was
+        "feedFrom": "2026-11-28T11:00:00Z",
         "lastFullScan": "2026-11-28T11:50:00Z",
         "fullScanBookmark": 150,
     }
