@@ -104,7 +104,7 @@ def test_prefetch_workers_are_daemons_and_close_cancels_queued():
     for key in range(6):
         prefetcher.submit(key)
     time.sleep(0.1)
-    workers = [t for t in threading.enumerate() if t.name.startswith("calls_")]
+    workers = [t for t in threading.enumerate() if t.name.startswith("prefetch_")]
     assert len(workers) >= 2 and all(t.daemon for t in workers)
     assert sorted(started) == [0, 1]  # two workers, the rest queued
     pending = [future for _, future in prefetcher._pending]
