@@ -105,6 +105,13 @@ class _Refused:
 
 
 @dataclass(frozen=True)
+class _Body:
+    """A 2xx answer's parsed JSON body, of the shape the caller expects."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
 class _NoResponse:
     """Why a request got no complete response, and whether a retry can help."""
 
@@ -199,6 +206,15 @@ class LoftyClient:
 
     def get(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """GET ``path`` and return its JSON object, retrying what can be retried."""
+        body: dict[str, Any] = self._get(path, params, dict)
+        return body
+
+    def get_list(self, path: str, params: Mapping[str, Any]) -> list[Any]:
+        """GET an endpoint that answers a bare JSON array (``/v1.0/team-features/lead-ponds``)."""
+        body: list[Any] = self._get(path, params, list)
+        return body
+
+    def _get(self, path: str, params: Mapping[str, Any], expect: type) -> Any:
         endpoint = f"GET {path}"
         attempt = 0
         rate_limit_waited = 0.0
@@ -211,11 +227,11 @@ class LoftyClient:
                 # After the slot, not before: acquire() can wait out a whole rate-limit
                 # window, and a token taken before that wait may expire during it.
                 authorization = self.credential.header()
-                outcome = self._attempt(endpoint, path, params, authorization)
+                outcome = self._attempt(endpoint, path, params, authorization, expect)
             finally:
                 self.budget.release()
-            if isinstance(outcome, dict):
-                return outcome
+            if isinstance(outcome, _Body):
+                return outcome.value
             if isinstance(outcome, _Refused):
                 # An OAuth token refused before its expiry (revoked, or clocks apart): one
                 # renewal, then the request once more; a second 401 is the error.
@@ -242,8 +258,13 @@ class LoftyClient:
             self._back_off(endpoint, attempt, outcome)
 
     def _attempt(
-        self, endpoint: str, path: str, params: Mapping[str, Any], authorization: str
-    ) -> dict[str, Any] | str | float | _Refused:
+        self,
+        endpoint: str,
+        path: str,
+        params: Mapping[str, Any],
+        authorization: str,
+        expect: type,
+    ) -> _Body | str | float | _Refused:
         """Send one request: the body, a retryable reason, the wait a 429 asks for, or a 401."""
         headers = {**self._headers, "Authorization": authorization}
         try:
@@ -289,13 +310,14 @@ class LoftyClient:
             body = json.loads(body_bytes)
         except ValueError:
             return f"HTTP {status} with a body that is not valid JSON"
-        if not isinstance(body, dict):
+        if not isinstance(body, expect):
+            documented = "an object" if expect is dict else "an array"
             raise LoftyError(
                 f"{endpoint} returned HTTP {status} with a JSON {type(body).__name__} where "
-                "Lofty documents an object. The API has changed or api_url points at "
+                f"Lofty documents {documented}. The API has changed or api_url points at "
                 "something else; check api_url."
             )
-        return body
+        return _Body(body)
 
     def _back_off(self, endpoint: str, attempt: int, reason: str) -> None:
         """Wait before retry number ``attempt``, or raise if retries are used up."""

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
 from tap_lofty.client import LoftyAPIError, LoftyClient, LoftyError
 
 LOGGER = logging.getLogger("tap_lofty")
@@ -398,27 +396,3 @@ def _smaller_size(size: int, floor: int, message: str) -> int:
     """Return the next page size to ask for after ``size`` was refused as too large."""
     named = [int(n) for n in re.findall(r"\d+", message) if floor <= int(n) < size]
     return max(named) if named else max(floor, size // 2)
-
-
-def get_array(client: LoftyClient, path: str) -> list[Any]:
-    """GET an endpoint that answers a bare JSON array (``GET /v1.0/team-features/lead-ponds``).
-
-    :meth:`LoftyClient.get` accepts only a JSON object (which every other endpoint
-    documents) and is not this module's to change, so, for this one request on this
-    thread's session, a response hook wraps a 2xx array as ``{"items": [...]}``;
-    retries, pacing and errors stay the client's.
-    """
-    session = client._session()
-    key = "items"
-
-    def wrap(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
-        if 200 <= response.status_code < 300 and response.content.lstrip().startswith(b"["):
-            response._content = b'{"' + key.encode() + b'":' + response.content + b"}"
-        return response
-
-    session.hooks["response"].append(wrap)
-    try:
-        body = client.get(path, {})
-    finally:
-        session.hooks["response"].remove(wrap)
-    return records_of(body, key, f"GET {path}")

@@ -34,8 +34,8 @@ from tap_lofty.client import (
 from tap_lofty.feed import FeedUnavailableError, read_feed
 from tap_lofty.pagination import (
     HistoryPageSize,
+    PaginationError,
     TeamListing,
-    get_array,
     scroll_leads,
     to_id,
     walk_history,
@@ -863,8 +863,15 @@ class PondsStream(TeamStream):
     @override
     def _rows(self) -> tuple[Iterator[list[dict[str, Any]]], Callable[[], bool]]:
         def one_page() -> Iterator[list[dict[str, Any]]]:
-            rows = get_array(self.lofty.client, self.listing.path)
+            rows = self.lofty.client.get_list(self.listing.path, {})
             for row in rows:
+                if not isinstance(row, dict):
+                    msg = (
+                        f"GET {self.listing.path} returned a JSON {type(row).__name__} in its "
+                        "array where Lofty documents pond objects. The API has changed or "
+                        "api_url points at something else."
+                    )
+                    raise PaginationError(msg)
                 row["id"] = to_id(row.get("id"), f"id from GET {self.listing.path}")
             yield rows
 
