@@ -1,0 +1,233 @@
+"""source-lofty: the Airbyte protocol over the tap's streams, checked with Airbyte's models."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from airbyte_protocol_dataclasses.models import airbyte_protocol as proto
+
+from tap_lofty.tap import TapLofty
+from tests.airbyte_support import configured_catalog, run_source
+from tests.tap_support import sim_config
+
+SMALL = {"leads": 30, "big_leads": 0, "big_text_leads": 0, "team_members": 13}
+CALLS_ONLY = {"leads": "full_refresh", "calls": "incremental"}
+
+
+def _catalog(sim, tmp_path: Path) -> proto.AirbyteCatalog:
+    run = run_source(["discover"], tmp_path, {"--config": sim_config(sim)})
+    assert run.returncode == 0, run.stderr
+    (message,) = run.of(proto.Type.CATALOG)
+    return message.catalog
+
+
+def test_spec_is_a_connector_specification(tmp_path):
+    run = run_source(["spec"], tmp_path)
+    assert run.returncode == 0
+    assert [m.type for m in run.messages] == [proto.Type.SPEC]
+    spec = run.messages[0].spec
+    props = spec.connectionSpecification["properties"]
+    assert set(props) == set(TapLofty.config_jsonschema["properties"])
+    secrets = {name for name, prop in props.items() if prop.get("airbyte_secret")}
+    assert secrets == {
+        "api_key",
+        "access_token",
+        "client_secret",
+        "refresh_token",
+        "customer_key",
+    }
+    assert spec.supportsIncremental is True
+
+
+def test_check_good_and_bad_credentials(make_sim, tmp_path):
+    sim = make_sim(**SMALL)
+    good = run_source(["check"], tmp_path, {"--config": sim_config(sim)})
+    assert good.returncode == 0, good.stderr
+    (status,) = good.of(proto.Type.CONNECTION_STATUS)
+    assert status.connectionStatus.status == proto.Status.SUCCEEDED
+
+    bad = run_source(["check"], tmp_path, {"--config": sim_config(sim, api_key="wrong-key-123")})
+    # Airbyte reads a failed check from the message; the process itself succeeds.
+    assert bad.returncode == 0
+    (status,) = bad.of(proto.Type.CONNECTION_STATUS)
+    assert status.connectionStatus.status == proto.Status.FAILED
+    reason = status.connectionStatus.message
+    assert "401" in reason and "\n" not in reason
+    assert "wrong-key-123" not in json.dumps([json.dumps(str(m)) for m in bad.messages])
+
+
+def test_check_invalid_config_fails(tmp_path):
+    run = run_source(["check"], tmp_path, {"--config": {"api_key": "k", "leads_page_size": 0}})
+    assert run.returncode == 0
+    (status,) = run.of(proto.Type.CONNECTION_STATUS)
+    assert status.connectionStatus.status == proto.Status.FAILED
+    assert "leads_page_size" in status.connectionStatus.message
+
+
+def test_discover_sync_modes_keys_cursors(make_sim, tmp_path):
+    catalog = _catalog(make_sim(**SMALL), tmp_path)
+    streams = {s.name: s for s in catalog.streams}
+    assert set(streams) == set(TapLofty(config={"api_key": "k"}).streams)
+    for name in ("calls", "texts", "emails"):
+        stream = streams[name]
+        assert stream.supported_sync_modes == [
+            proto.SyncMode.full_refresh,
+            proto.SyncMode.incremental,
+        ]
+        assert stream.source_defined_cursor is True
+        assert stream.default_cursor_field == ["id"]
+        assert stream.source_defined_primary_key == [["id"]]
+    assert streams["leads"].supported_sync_modes == [proto.SyncMode.full_refresh]
+    assert streams["leads"].source_defined_primary_key == [["leadId"]]
+    assert streams["transactions"].source_defined_primary_key == [["transactionId"]]
+
+
+def test_read_then_incremental_read(make_sim, tmp_path):
+    sim = make_sim(**SMALL)
+    config = sim_config(sim)
+    catalog = configured_catalog(_catalog(sim, tmp_path), CALLS_ONLY)
+    started = time.monotonic()
+    first = run_source(["read"], tmp_path, {"--config": config, "--catalog": catalog})
+    elapsed = time.monotonic() - started
+    assert first.returncode == 0, first.stderr
+    truth = [c["id"] for c in sim.all_calls()]
+    assert truth
+    assert sorted(c["id"] for c in first.records("calls")) == truth
+    assert sorted(lead["leadId"] for lead in first.records("leads")) == sim.lead_ids()
+    assert {m.record.stream for m in first.of(proto.Type.RECORD)} == {"leads", "calls"}
+    for message in first.of(proto.Type.RECORD):
+        assert abs(message.record.emitted_at - time.time() * 1000) < 600_000  # ms, not s
+    assert first.statuses("calls") == ["STARTED", "COMPLETE"]
+    assert first.statuses("leads") == ["STARTED", "COMPLETE"]
+    assert first.of(proto.Type.LOG), "the tap's log lines become LOG messages"
+    states = first.latest_states()
+    assert {s["stream"]["stream_descriptor"]["name"] for s in states} <= {"calls", "leads"}
+    assert "calls" in {s["stream"]["stream_descriptor"]["name"] for s in states}
+    assert config["api_key"] not in json.dumps(first.states())
+    print(f"first read: {len(truth)} calls in {elapsed:.2f} s")
+
+    appended = sim.append_calls(existing_leads=5, new_leads=2, calls_per_lead=3)
+    second = run_source(
+        ["read"], tmp_path, {"--config": config, "--catalog": catalog, "--state": states}
+    )
+    assert second.returncode == 0, second.stderr
+    assert sorted(c["id"] for c in second.records("calls")) == [c["id"] for c in appended]
+    assert second.statuses("calls") == ["STARTED", "COMPLETE"]
+
+
+def test_read_state_matches_singer_state(make_sim, tmp_path):
+    """Each Airbyte stream_state is the Singer bookmark of that stream, for the same selection."""
+    from tests.tap_support import run_tap
+
+    sim = make_sim(**SMALL)
+    config = sim_config(sim, change_detection="full")
+    catalog = configured_catalog(_catalog(sim, tmp_path), CALLS_ONLY)
+    run = run_source(["read"], tmp_path, {"--config": config, "--catalog": catalog})
+    assert run.returncode == 0, run.stderr
+    singer_catalog = TapLofty(config=config).catalog_dict
+    for entry in singer_catalog["streams"]:
+        for meta in entry["metadata"]:
+            if not meta["breadcrumb"]:
+                meta["metadata"]["selected"] = entry["tap_stream_id"] in CALLS_ONLY
+    singer = run_tap(config, catalog=singer_catalog).final_state["bookmarks"]
+    airbyte = {
+        s["stream"]["stream_descriptor"]["name"]: s["stream"]["stream_state"]
+        for s in run.latest_states()
+    }
+    assert set(airbyte) == set(singer) & set(CALLS_ONLY)
+    assert set(airbyte["calls"]) == set(singer["calls"])
+    for key in ("replication_key", "replication_key_value"):
+        assert airbyte["calls"][key] == singer["calls"][key]
+
+
+def test_full_refresh_ignores_old_state(make_sim, tmp_path):
+    sim = make_sim(**SMALL)
+    config = sim_config(sim)
+    discovered = _catalog(sim, tmp_path)
+    incremental = configured_catalog(discovered, CALLS_ONLY)
+    first = run_source(["read"], tmp_path, {"--config": config, "--catalog": incremental})
+    full = configured_catalog(discovered, {"calls": "full_refresh"})
+    again = run_source(
+        ["read"],
+        tmp_path,
+        {"--config": config, "--catalog": full, "--state": first.latest_states()},
+    )
+    assert again.returncode == 0, again.stderr
+    assert sorted(c["id"] for c in again.records("calls")) == [c["id"] for c in sim.all_calls()]
+
+
+def test_unauthorized_read_is_config_error(make_sim, tmp_path):
+    sim = make_sim(**SMALL)
+    catalog = configured_catalog(_catalog(sim, tmp_path), CALLS_ONLY)
+    run = run_source(
+        ["read"],
+        tmp_path,
+        {"--config": sim_config(sim, api_key="wrong-key-123"), "--catalog": catalog},
+    )
+    assert run.returncode == 1
+    (error,) = run.traces(proto.TraceType.ERROR)
+    assert error.error.failure_type == proto.FailureType.config_error
+    assert "401" in error.error.message and "\n" not in error.error.message
+    assert "INCOMPLETE" in run.statuses("calls")
+    assert not run.of(proto.Type.RECORD)
+    assert "wrong-key-123" not in "".join(str(m) for m in run.messages)
+
+
+def test_bad_config_read_is_config_error(tmp_path):
+    catalog = {"streams": [{"stream": {"name": "calls"}, "sync_mode": "incremental"}]}
+    run = run_source(
+        ["read"],
+        tmp_path,
+        {"--config": {"api_key": "k", "max_retries": -1}, "--catalog": catalog},
+    )
+    assert run.returncode == 1
+    (error,) = run.traces(proto.TraceType.ERROR)
+    assert error.error.failure_type == proto.FailureType.config_error
+    assert "max_retries" in error.error.message
+
+
+def test_broken_state_is_config_error(make_sim, tmp_path):
+    sim = make_sim(**SMALL)
+    catalog = configured_catalog(_catalog(sim, tmp_path), CALLS_ONLY)
+    run = run_source(
+        ["read"],
+        tmp_path,
+        {"--config": sim_config(sim), "--catalog": catalog, "--state": [{"type": "GLOBAL"}]},
+    )
+    assert run.returncode == 1
+    (error,) = run.traces(proto.TraceType.ERROR)
+    assert error.error.failure_type == proto.FailureType.config_error
+
+
+def test_unexpected_failure_is_system_error(tmp_path, monkeypatch):
+    from tap_lofty import airbyte
+
+    def boom(config):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(airbyte, "discover", boom)
+    (tmp_path / "c.json").write_text("{}")
+    lines: list[str] = []
+    monkeypatch.setattr(airbyte.AirbyteOutput, "emit", lambda self, m: lines.append(m))
+    assert airbyte.run(["discover", "--config", str(tmp_path / "c.json")]) == 1
+    (message,) = [m for m in lines if m.type == proto.Type.TRACE]
+    assert message.trace.error.failure_type == proto.FailureType.system_error
+    assert "kaput" in message.trace.error.message
+    assert message.trace.error.stack_trace
+
+
+@pytest.mark.parametrize("command", ["check", "discover"])
+def test_missing_config_file(command, tmp_path):
+    run = run_source([command, "--config", str(tmp_path / "nope.json")], tmp_path)
+    if command == "check":
+        assert run.returncode == 0
+        (status,) = run.of(proto.Type.CONNECTION_STATUS)
+        assert status.connectionStatus.status == proto.Status.FAILED
+    else:
+        assert run.returncode == 1
+        (error,) = run.traces(proto.TraceType.ERROR)
+        assert error.error.failure_type == proto.FailureType.config_error
+        assert "nope.json" in error.error.message
