@@ -2,7 +2,8 @@
 # One entry point for people and CI. Sets up everything it needs on first use:
 #   ./run.sh setup   .venv/ (the tap), .venv-meltano/ (Meltano) and .meltano/ (the plugins)
 #   ./run.sh demo    simulator -> tap-lofty -> Meltano -> embedded database, then a summary
-#   ./run.sh test    the whole test suite (unit, tap, simulator, Meltano + PostgreSQL end to end)
+#   ./run.sh test    the whole test suite (unit, tap, simulator, Meltano + PostgreSQL end to end,
+#                    PyAirbyte through source-lofty)
 #   ./run.sh bench   the benchmark table (benchmarks/run.py)
 #   ./run.sh lint    ruff and mypy
 set -euo pipefail
@@ -50,6 +51,7 @@ case "$command" in
     setup
     bash scripts/setup_meltano.sh
     bash scripts/setup_thirdparty.sh
+    bash scripts/setup_pyairbyte.sh
     exec .venv/bin/python -m pytest "$@"
     ;;
   bench)

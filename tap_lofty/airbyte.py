@@ -91,7 +91,9 @@ class AirbyteOutput:
     """Writes Airbyte messages to stdout, one JSON line each, from any thread."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: the SDK's SIGTERM handler logs (and writes state) on the main thread,
+        # possibly while that thread is inside emit(); a plain lock would deadlock there.
+        self._lock = threading.RLock()
 
     def emit(self, message: AirbyteMessage) -> None:
         """Write one message and flush it (Airbyte reads stdout as it comes)."""
@@ -249,6 +251,13 @@ def spec() -> ConnectorSpecification:
 
 
 def _tap(config: dict[str, Any], **kwargs: Any) -> TapLofty:
+    """Return a validated TapLofty; settings errors are worded for source-lofty.
+
+    Without a message writer it gets one for no stream: the SDK's SIGTERM handler writes a
+    STATE through it, which must not reach stdout as a Singer message (PyAirbyte stops
+    ``discover`` with SIGTERM as soon as it has the catalog).
+    """
+    kwargs.setdefault("message_writer", AirbyteMessageWriter(AirbyteOutput(), ()))
     try:
         return TapLofty(config=config, validate_config=True, **kwargs)
     except ConfigValidationError as exc:
@@ -362,11 +371,10 @@ def read(
             if not meta.get("breadcrumb"):
                 meta["metadata"]["selected"] = entry["tap_stream_id"] in modes
     writer = AirbyteMessageWriter(output, modes)
-    tap = TapLofty(
-        config=config,
+    tap = _tap(
+        config,
         catalog=singer_catalog,
         state=singer_state(state, incremental),
-        validate_config=True,
         message_writer=writer,
     )
     try:
