@@ -57,7 +57,6 @@ LOGGER = logging.getLogger("tap_lofty")
 
 #: The Airbyte protocol version the messages follow (airbyte-protocol-models 0.18).
 PROTOCOL_VERSION = "0.2.0"
-DOCS_URL = "https://github.com/tap-lofty/tap-lofty#airbyte"
 
 _LEVELS = {
     logging.CRITICAL: Level.FATAL,
@@ -244,7 +243,6 @@ def spec() -> ConnectorSpecification:
     schema.setdefault("title", "Lofty Source Spec")
     return ConnectorSpecification(
         connectionSpecification=schema,
-        documentationUrl=DOCS_URL,
         supportsIncremental=True,
         protocol_version=PROTOCOL_VERSION,
     )
