@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from airbyte_protocol_dataclasses.models import airbyte_protocol as proto
 
 from tap_lofty.tap import TapLofty
-from tests.airbyte_support import configured_catalog, run_source, source_exe
+from tests.airbyte_support import configured_catalog, parse_message, run_source, source_exe
 from tests.tap_support import sim_config
 
 SMALL = {"leads": 30, "big_leads": 0, "big_text_leads": 0, "team_members": 13}
@@ -104,7 +105,12 @@ def test_read_then_incremental_read(make_sim, tmp_path):
         assert abs(message.record.emitted_at - time.time() * 1000) < 600_000  # ms, not s
     assert first.statuses("calls") == ["STARTED", "COMPLETE"]
     assert first.statuses("leads") == ["STARTED", "COMPLETE"]
-    assert first.of(proto.Type.LOG), "the tap's log lines become LOG messages"
+    logs = [m.log.message for m in first.of(proto.Type.LOG)]
+    # The tap's own lines (the progress summary among them) arrive as LOG messages.
+    assert any(f"Sync finished: leads {len(sim.lead_ids())}/" in line for line in logs), logs
+    assert any("METRIC" in line for line in logs)
+    assert first.stderr == "", "everything goes to stdout as Airbyte messages"
+    assert config["api_key"] not in "".join(str(m) for m in first.messages)
     states = first.latest_states()
     assert {s["stream"]["stream_descriptor"]["name"] for s in states} <= {"calls", "leads"}
     assert "calls" in {s["stream"]["stream_descriptor"]["name"] for s in states}
@@ -311,3 +317,39 @@ def test_pyairbyte_reads_through_source_lofty(make_sim, tmp_path):
     assert second["ids"]["calls"] == [c["id"] for c in sim.all_calls()]
     assert second["ids"]["leads"] == sim.lead_ids()
     print(f"PyAirbyte second read: {len(appended)} new calls, {second['seconds']} s")
+
+
+def test_sigterm_mid_read_leaves_only_airbyte_messages(make_sim, tmp_path):
+    """PyAirbyte and Airbyte stop a connector with SIGTERM: stdout stays protocol, state saved."""
+    sim = make_sim(**SMALL, latency_s=0.05)
+    config = sim_config(sim, max_concurrency=1)
+    catalog = configured_catalog(_catalog(sim, tmp_path), CALLS_ONLY)
+    for name, content in (("config", config), ("catalog", catalog)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(content))
+    proc = subprocess.Popen(
+        [source_exe(), "read", "--config", "config.json", "--catalog", "catalog.json"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if '"type":"RECORD"' in line and '"stream":"calls"' in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    lines += rest.splitlines()
+    messages = [parse_message(line) for line in lines if line.strip()]
+    calls_status = [
+        m.trace.stream_status.status.value
+        for m in messages
+        if m.type == proto.Type.TRACE
+        and m.trace.stream_status
+        and m.trace.stream_status.stream_descriptor.name == "calls"
+    ]
+    assert calls_status == ["STARTED", "INCOMPLETE"]
+    assert any(m.type == proto.Type.STATE for m in messages)
+    assert proc.returncode in (0, -signal.SIGTERM)
