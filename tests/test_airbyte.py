@@ -353,3 +353,20 @@ def test_sigterm_mid_read_leaves_only_airbyte_messages(make_sim, tmp_path):
     assert calls_status == ["STARTED", "INCOMPLETE"]
     assert any(m.type == proto.Type.STATE for m in messages)
     assert proc.returncode in (0, -signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"type": "RECORD", "record": {"stream": "calls", "data": {}}}',  # no emitted_at
+        '{"type": "RECORD", "record": {"stream": "calls", "data": {}, "emitted_at": "now"}}',
+        '{"type": "RECORD", "rec": {"stream": "calls", "data": {}, "emitted_at": 1}}',
+        '{"type": "STATE", "state": {"type": "PER_STREAM"}}',
+        '{"type": "LOG", "log": {"level": "NOTICE", "message": "x"}}',
+        '{"type": "TRACE"}',
+    ],
+)
+def test_parser_refuses_what_the_protocol_refuses(line):
+    """The checks above are only as good as this parser: it must reject malformed messages."""
+    with pytest.raises((TypeError, ValueError, AssertionError)):
+        parse_message(line)
