@@ -7,6 +7,8 @@ WORKDIR /airbyte/integration_code
 # Only what the package needs (tests, simulator and benchmarks stay out of the image).
 COPY pyproject.toml README.md ./
 COPY tap_lofty ./tap_lofty
+# tap_lofty/schemas is a symlink to ../schemas (the stream schemas ship in the package).
+COPY schemas ./schemas
 RUN pip install --no-cache-dir '.[airbyte]' && useradd --create-home --uid 1000 airbyte
 
 # The token cache of the OAuth settings lives under $HOME/.cache; the connector runs unprivileged.

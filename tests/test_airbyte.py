@@ -370,3 +370,25 @@ def test_parser_refuses_what_the_protocol_refuses(line):
     """The checks above are only as good as this parser: it must reject malformed messages."""
     with pytest.raises((TypeError, ValueError, AssertionError)):
         parse_message(line)
+
+
+def test_dockerfile_and_metadata_agree():
+    """The image Airbyte runs: entrypoint, labels and metadata.yaml name the same connector."""
+    import re
+    from importlib.metadata import version
+
+    import yaml
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    labels = dict(re.findall(r"^LABEL (io\.airbyte\.\w+)=(\S+)$", dockerfile, flags=re.M))
+    assert 'ENTRYPOINT ["source-lofty"]' in dockerfile
+    assert 'ENV AIRBYTE_ENTRYPOINT="source-lofty"' in dockerfile
+    # The package build follows tap_lofty/schemas (a symlink): the image must hold its target.
+    assert "COPY schemas ./schemas" in dockerfile
+    data = yaml.safe_load((ROOT / "metadata.yaml").read_text())["data"]
+    assert labels == {
+        "io.airbyte.name": data["dockerRepository"],
+        "io.airbyte.version": data["dockerImageTag"],
+    }
+    assert data["dockerImageTag"] == version("tap-lofty")
+    assert data["connectorType"] == "source"
