@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
-from tap_lofty.client import LoftyError, safe_url
+from tap_lofty.errors import LoftyError, safe_url
 
 LOGGER = logging.getLogger("tap_lofty")
 

@@ -29,16 +29,15 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
+from tap_lofty.auth import Credential, StaticCredential
+from tap_lofty.errors import LoftyError, safe_url
 from tap_lofty.ratelimit import RequestBudget, RunAborted
-
-if TYPE_CHECKING:  # auth.py imports this module (LoftyError)
-    from tap_lofty.auth import Credential
 
 LOGGER = logging.getLogger("tap_lofty")
 
@@ -58,10 +57,6 @@ TRANSIENT_ERRORS = (
 )
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
-
-
-class LoftyError(Exception):
-    """A failure the user has to act on; ``str()`` is one paragraph saying what to do."""
 
 
 class LoftyAPIError(LoftyError):
@@ -120,13 +115,6 @@ class _NoResponse:
     retry: bool  # False when retrying cannot help (a TLS failure)
 
 
-def safe_url(url: str) -> str:
-    """``url`` without a user:password part or a query, fit for a message or a log line."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 class LoftyClient:
     """Sends GET requests to Lofty under the shared request budget, with retries."""
 
@@ -154,8 +142,6 @@ class LoftyClient:
         (refused, DNS, TLS, timeout): the user is waiting for a yes or no.
         ``timeout_label`` says in messages where ``timeout_s`` comes from.
         """
-        from tap_lofty.auth import StaticCredential  # noqa: PLC0415 (auth imports this module)
-
         self.api_url = api_url.rstrip("/")
         self.credential: Credential = (
             StaticCredential(authorization) if isinstance(authorization, str) else authorization
